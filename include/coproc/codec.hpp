@@ -1,0 +1,137 @@
+// coproc/codec.hpp — cereal binary (de)serialization of messages into reused
+// buffers, with no stream objects built per message.
+//
+//   std::string buf;
+//   coproc::encode_append(buf, std::vector<int>{1, 2, 3});   // appends bytes
+//   auto v = coproc::decode<std::vector<int>>(buf);           // throws ProtocolError on bad bytes
+//
+// Any type cereal can serialize works (include the cereal/types/*.hpp headers
+// for the standard types you use; coproc includes string, vector, variant,
+// optional, map, utility and tuple for you).
+//
+// Untrusted input: decode() checks every cereal size prefix against the bytes
+// left before cereal allocates, so a 2^60 vector length is a ProtocolError,
+// not std::bad_alloc. A container's allocation is thus bounded by
+// (bytes left) x sizeof(element). Consequence: a container of more elements
+// than it has encoded bytes (only possible with empty element types) cannot be
+// decoded. Byte order is the machine's (both ends of a socketpair share it).
+#pragma once
+
+#include <cstddef>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include <cereal/cereal.hpp>
+#include <cereal/types/map.hpp>
+#include <cereal/types/optional.hpp>
+#include <cereal/types/string.hpp>
+#include <cereal/types/tuple.hpp>
+#include <cereal/types/utility.hpp>
+#include <cereal/types/variant.hpp>
+#include <cereal/types/vector.hpp>
+
+#include "coproc/error.hpp"
+
+namespace coproc::detail {
+
+/// cereal output archive appending to a std::string owned by the caller.
+class BufferOutputArchive : public cereal::OutputArchive<BufferOutputArchive, cereal::AllowEmptyClassElision> {
+public:
+    explicit BufferOutputArchive(std::string& out)
+        : cereal::OutputArchive<BufferOutputArchive, cereal::AllowEmptyClassElision>(this), out_(out) {}
+    void saveBinary(const void* data, std::size_t size) { out_.append(static_cast<const char*>(data), size); }
+
+private:
+    std::string& out_;
+};
+
+/// cereal input archive over a byte range; throws ProtocolError when the input
+/// runs short or a size prefix exceeds the bytes left.
+class BufferInputArchive : public cereal::InputArchive<BufferInputArchive, cereal::AllowEmptyClassElision> {
+public:
+    explicit BufferInputArchive(std::string_view in)
+        : cereal::InputArchive<BufferInputArchive, cereal::AllowEmptyClassElision>(this), in_(in) {}
+    void loadBinary(void* data, std::size_t size) {
+        if (size > in_.size() - pos_) throw ProtocolError("coproc: truncated message payload");
+        std::memcpy(data, in_.data() + pos_, size);
+        pos_ += size;
+    }
+    /// Size prefixes may not promise more elements than there are bytes left.
+    void check_size(unsigned long long size) const {
+        if (size > in_.size() - pos_) throw ProtocolError("coproc: size prefix exceeds the message payload");
+    }
+    [[nodiscard]] std::size_t remaining() const noexcept { return in_.size() - pos_; }
+
+private:
+    std::string_view in_;
+    std::size_t pos_ = 0;
+};
+
+template <class T>
+    requires std::is_arithmetic_v<T>
+void CEREAL_SAVE_FUNCTION_NAME(BufferOutputArchive& ar, const T& t) {
+    ar.saveBinary(std::addressof(t), sizeof(t));
+}
+template <class T>
+    requires std::is_arithmetic_v<T>
+void CEREAL_LOAD_FUNCTION_NAME(BufferInputArchive& ar, T& t) {
+    ar.loadBinary(std::addressof(t), sizeof(t));
+}
+template <class Archive, class T>
+    requires(std::is_same_v<Archive, BufferInputArchive> || std::is_same_v<Archive, BufferOutputArchive>)
+void CEREAL_SERIALIZE_FUNCTION_NAME(Archive& ar, cereal::NameValuePair<T>& t) {
+    ar(t.value);
+}
+template <class T>
+void CEREAL_SAVE_FUNCTION_NAME(BufferOutputArchive& ar, const cereal::SizeTag<T>& t) {
+    ar(t.size);
+}
+template <class T>
+void CEREAL_LOAD_FUNCTION_NAME(BufferInputArchive& ar, cereal::SizeTag<T>& t) {
+    ar(t.size);
+    ar.check_size(static_cast<unsigned long long>(t.size));
+}
+template <class T>
+void CEREAL_SAVE_FUNCTION_NAME(BufferOutputArchive& ar, const cereal::BinaryData<T>& bd) {
+    ar.saveBinary(bd.data, static_cast<std::size_t>(bd.size));
+}
+template <class T>
+void CEREAL_LOAD_FUNCTION_NAME(BufferInputArchive& ar, cereal::BinaryData<T>& bd) {
+    ar.loadBinary(bd.data, static_cast<std::size_t>(bd.size));
+}
+
+}  // namespace coproc::detail
+
+CEREAL_REGISTER_ARCHIVE(coproc::detail::BufferOutputArchive)
+CEREAL_REGISTER_ARCHIVE(coproc::detail::BufferInputArchive)
+CEREAL_SETUP_ARCHIVE_TRAITS(coproc::detail::BufferInputArchive, coproc::detail::BufferOutputArchive)
+
+namespace coproc {
+
+/// Appends the cereal encoding of `value` to `out`. Throws what the type's
+/// serialize function throws.
+template <class T>
+void encode_append(std::string& out, const T& value) {
+    detail::BufferOutputArchive ar(out);
+    ar(value);
+}
+
+/// Decodes a `T` from exactly `bytes`. Throws ProtocolError on malformed,
+/// truncated or trailing input; never allocates more than the bounds above.
+template <class T>
+[[nodiscard]] T decode(std::string_view bytes) {
+    static_assert(std::is_default_constructible_v<T>, "coproc messages must be default-constructible");
+    T value{};
+    detail::BufferInputArchive ar(bytes);
+    try {
+        ar(value);
+    } catch (const cereal::Exception& e) {
+        throw ProtocolError(std::string("coproc: cannot decode message: ") + e.what());
+    }
+    if (ar.remaining() != 0) throw ProtocolError("coproc: trailing bytes after message payload");
+    return value;
+}
+
+}  // namespace coproc

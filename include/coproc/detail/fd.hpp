@@ -1,0 +1,104 @@
+// coproc/detail/fd.hpp — the posix layer: a move-only fd owner, EINTR retry in
+// one place, socket send/receive that never raise SIGPIPE, and waits with
+// deadlines. Internal: users never need this header.
+#pragma once
+
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <utility>
+
+namespace coproc::detail {
+
+using Clock = std::chrono::steady_clock;
+/// An absolute deadline; nullopt means "wait forever".
+using Deadline = std::optional<Clock::time_point>;
+
+/// Deadline `timeout` from now (saturating; negative means "already passed").
+[[nodiscard]] inline Deadline deadline_after(Clock::duration timeout) noexcept {
+    const auto now = Clock::now();
+    if (timeout > Clock::time_point::max() - now) return std::nullopt;
+    return now + timeout;
+}
+
+/// Calls f(args...) again while it fails with EINTR. The one place coproc
+/// retries interrupted system calls. Never use it for close(): on Linux the fd
+/// is released even when close reports EINTR.
+template <class F, class... Args>
+auto retry_eintr(F f, Args... args) {
+    for (;;) {
+        auto result = f(args...);
+        if (!(result == -1 && errno == EINTR)) return result;
+    }
+}
+
+/// Throws SystemError for `err`, naming the operation.
+[[noreturn]] void throw_system_error(int err, const char* operation);
+
+/// Returns `result`; if it is -1, throws SystemError from errno.
+inline long check_unix(long result, const char* operation) {
+    if (result == -1) throw_system_error(errno, operation);
+    return result;
+}
+
+/// Move-only owner of a file descriptor. The destructor closes it and never
+/// throws; close() reports a failed close as SystemError. Not thread-safe.
+class UniqueFd {
+public:
+    UniqueFd() noexcept = default;
+    explicit UniqueFd(int fd) noexcept : fd_(fd) {}
+    UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+    UniqueFd& operator=(UniqueFd&& other) noexcept {
+        if (this != &other) reset(std::exchange(other.fd_, -1));
+        return *this;
+    }
+    UniqueFd(const UniqueFd&) = delete;
+    UniqueFd& operator=(const UniqueFd&) = delete;
+    ~UniqueFd() { reset(); }
+
+    [[nodiscard]] int get() const noexcept { return fd_; }
+    [[nodiscard]] explicit operator bool() const noexcept { return fd_ >= 0; }
+    /// Gives up ownership without closing.
+    [[nodiscard]] int release() noexcept { return std::exchange(fd_, -1); }
+    /// Closes the current fd (errors ignored) and owns `fd`.
+    void reset(int fd = -1) noexcept;
+    /// Closes now; throws SystemError if close() fails (the fd is released anyway).
+    void close();
+
+private:
+    int fd_ = -1;
+};
+
+struct SocketPair {
+    UniqueFd first;
+    UniqueFd second;
+};
+
+/// AF_UNIX SOCK_STREAM pair, both ends CLOEXEC from creation. Throws SystemError.
+[[nodiscard]] SocketPair make_socketpair();
+
+/// Readiness bits returned by wait_readable.
+enum : unsigned { ready_none = 0, ready_fd = 1, ready_extra = 2 };
+
+/// Waits until `fd` is readable (or hung up), or `extra_fd` (may be -1) is
+/// readable, or the deadline passes. Survives signals: the remaining time is
+/// recomputed from the deadline. Returns a mask of ready_fd / ready_extra;
+/// ready_none means the deadline passed.
+[[nodiscard]] unsigned wait_readable(int fd, int extra_fd, Deadline deadline);
+
+/// Waits until `fd` is writable (or in error). False when the deadline passed.
+[[nodiscard]] bool wait_writable(int fd, Deadline deadline);
+
+/// One non-blocking recv. Returns bytes read (> 0), 0 at end of stream (EOF or
+/// connection reset), or -1 when nothing is readable now. Throws SystemError.
+[[nodiscard]] long recv_some(int fd, void* buffer, std::size_t size);
+
+/// Outcome of send_some.
+enum class SendResult { ok, would_block, peer_closed };
+
+/// One send with MSG_NOSIGNAL (never SIGPIPE). `block` selects a blocking or a
+/// non-blocking call. `sent` receives the byte count on ok. Throws SystemError.
+[[nodiscard]] SendResult send_some(int fd, const void* data, std::size_t size, bool block, std::size_t& sent);
+
+}  // namespace coproc::detail

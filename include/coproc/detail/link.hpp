@@ -1,0 +1,105 @@
+// coproc/detail/link.hpp — one end of a messenger's stream: the socket, the
+// frame reader, the startup handshake and peer-death detection. The untyped
+// part of every messenger, compiled once in lib/link.cpp. Internal.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "coproc/detail/fd.hpp"
+#include "coproc/detail/frame.hpp"
+
+namespace coproc::detail {
+
+/// Tells a Link how its peer's death shows and what to raise then. The host
+/// side of a worker implements it with the worker's pidfd.
+class PeerWatch {
+public:
+    /// An fd that becomes readable when the peer has died, or -1.
+    [[nodiscard]] virtual int liveness_fd() const noexcept = 0;
+    /// Throws the peer-is-gone exception (WorkerDied with the exit status).
+    [[noreturn]] virtual void raise_peer_closed() = 0;
+
+protected:
+    PeerWatch() = default;
+    PeerWatch(const PeerWatch&) = default;
+    PeerWatch& operator=(const PeerWatch&) = default;
+    ~PeerWatch() = default;
+};
+
+/// Outcome of Link::send.
+enum class SendOutcome {
+    sent,                // every byte is in the socket
+    timed_out,           // deadline passed before any byte was written: nothing sent
+    timed_out_committed  // deadline passed mid-frame: the rest is kept and written first by the next send
+};
+
+class Link {
+public:
+    /// Takes the connected socket and sends the hello frame. Throws
+    /// ChannelClosed if the peer is already gone, SystemError otherwise.
+    Link(UniqueFd fd, std::uint64_t fingerprint, std::size_t max_frame_size);
+
+    [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+    [[nodiscard]] std::size_t max_frame_size() const noexcept { return reader_.max_frame_size(); }
+    void set_watch(PeerWatch* watch) noexcept { watch_ = watch; }
+
+    /// Writes whole frames. Blocks until written (deadline nullopt) or the
+    /// deadline passes. Raises the peer-closed exception if the peer is gone;
+    /// never SIGPIPE.
+    [[nodiscard]] SendOutcome send(std::string_view frames, Deadline deadline);
+
+    /// A data frame handed out by drain(); copy what you need, the views die
+    /// with the call.
+    using Sink = void (*)(void* context, const FrameView& frame);
+
+    /// Never blocks. Reads what is readable now and parses every complete
+    /// frame: data frames go to `sink` in order; an error or close frame is
+    /// raised (ProtocolError, the remote exception, ResourceRequestedClose)
+    /// after the frames before it were delivered, and the frames after it stay
+    /// buffered for the next call. Returns the number of data frames delivered.
+    std::size_t drain(Sink sink, void* context);
+
+    /// Blocks until more may be readable, the peer died, or the deadline.
+    /// False on deadline. Call drain() and peer_gone() after it.
+    [[nodiscard]] bool wait(Deadline deadline);
+
+    /// True when nothing more will ever arrive (EOF, or the watched peer died
+    /// and the socket is drained).
+    [[nodiscard]] bool peer_gone() const noexcept { return eof_ || (watch_fired_ && dry_); }
+
+    /// Throws WorkerDied (with a watch) or ChannelClosed.
+    [[noreturn]] void raise_peer_closed();
+
+    /// Startup handshake: waits for the peer's hello frame and leaves anything
+    /// after it buffered. False if the peer closed or the deadline passed;
+    /// ProtocolError on a mismatch.
+    [[nodiscard]] bool await_hello(Deadline deadline);
+
+    /// Moves readable bytes into the buffer without parsing them, so a peer
+    /// blocked writing to us can go on (used while joining a worker). Never blocks.
+    void buffer_incoming();
+
+    /// Scratch buffer for encoding outgoing frames (reused to avoid allocation).
+    [[nodiscard]] std::string& out_buffer() noexcept { return out_; }
+
+private:
+    void handle_hello(const FrameView& frame);
+    // Writes bytes; returns how many were written before the deadline.
+    std::size_t write_until(std::string_view bytes, Deadline deadline);
+
+    UniqueFd fd_;
+    FrameReader reader_;
+    std::uint64_t fingerprint_;
+    PeerWatch* watch_ = nullptr;
+    bool hello_seen_ = false;
+    bool eof_ = false;
+    bool watch_fired_ = false;
+    bool dry_ = false;
+    std::string out_;
+    std::string pending_;  // the unwritten rest of a frame whose send timed out
+};
+
+}  // namespace coproc::detail

@@ -1,0 +1,175 @@
+// coproc/queue.hpp — the per-channel queues behind the messengers.
+//
+//   coproc::PriorityMultiQueue<std::string> q;
+//   q.put("later", 1.0, "jobs");
+//   q.put("first", 0.0, "jobs");
+//   q.get("jobs");   // "first": lowest priority first, FIFO among equals
+//
+// MultiQueue: FIFO per channel. PriorityMultiQueue: per channel, lowest
+// priority first; equal priorities keep insertion order; +inf (no priority)
+// goes last; NaN is treated as +inf. Channels are created on first put.
+// get() on an empty channel throws std::out_of_range ("Cannot pop from empty
+// queue", Python's IndexError). Not thread-safe.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <deque>
+#include <limits>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string_view>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "coproc/channel.hpp"
+
+namespace coproc {
+
+inline constexpr double no_priority = std::numeric_limits<double>::infinity();
+
+/// FIFO queue of one channel's items, ordered by priority then arrival.
+template <class T>
+class PriorityQueue {
+public:
+    /// Adds an item; NaN counts as +inf.
+    void put(T item, double priority) {
+        if (std::isnan(priority)) priority = no_priority;
+        buckets_[priority].push_back(std::move(item));
+        ++size_;
+    }
+    /// Removes and returns the first item. Throws std::out_of_range if empty.
+    T get() {
+        auto it = first_nonempty();
+        T item = std::move(it->second.front());
+        it->second.pop_front();
+        --size_;
+        // Keep a few empty buckets (their deques keep their memory for the
+        // next message); drop them once there are many distinct priorities.
+        if (it->second.empty() && buckets_.size() > max_idle_buckets) buckets_.erase(it);
+        return item;
+    }
+    /// The first item, without removing it. Throws std::out_of_range if empty.
+    [[nodiscard]] const T& front() const { return first_nonempty()->second.front(); }
+    /// Priority of the first item. Throws std::out_of_range if empty.
+    [[nodiscard]] double current_priority() const { return first_nonempty()->first; }
+    [[nodiscard]] std::size_t size() const noexcept { return size_; }
+    [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+
+private:
+    static constexpr std::size_t max_idle_buckets = 8;
+    auto first_nonempty() const {
+        if (size_ == 0) throw std::out_of_range("Cannot pop from empty queue");
+        auto it = buckets_.begin();
+        while (it->second.empty()) ++it;
+        return it;
+    }
+    auto first_nonempty() {
+        if (size_ == 0) throw std::out_of_range("Cannot pop from empty queue");
+        auto it = buckets_.begin();
+        while (it->second.empty()) ++it;
+        return it;
+    }
+    std::map<double, std::deque<T>> buckets_;
+    std::size_t size_ = 0;
+};
+
+/// One FIFO queue per channel.
+template <class T>
+class MultiQueue {
+public:
+    static constexpr std::string_view type_name = "MultiQueue";
+    static constexpr bool uses_priority = false;
+
+    void put(T item, const Channel& channel = {}) { queues_[channel].push_back(std::move(item)); }
+    /// Same as put(item, channel): a MultiQueue ignores priorities.
+    void put(T item, double /*priority*/, const Channel& channel) { put(std::move(item), channel); }
+    /// Throws std::out_of_range if the channel is empty.
+    T get(const Channel& channel = {}) {
+        auto it = queues_.find(channel);
+        if (it == queues_.end() || it->second.empty()) throw std::out_of_range("Cannot pop from empty queue");
+        T item = std::move(it->second.front());
+        it->second.pop_front();
+        return item;
+    }
+    [[nodiscard]] std::size_t size(const Channel& channel = {}) const {
+        auto it = queues_.find(channel);
+        return it == queues_.end() ? 0 : it->second.size();
+    }
+    [[nodiscard]] bool empty(const Channel& channel = {}) const { return size(channel) == 0; }
+    /// Items queued on all channels.
+    [[nodiscard]] std::size_t total_size() const {
+        std::size_t n = 0;
+        for (const auto& [ch, q] : queues_) n += q.size();
+        return n;
+    }
+    /// Visits (channel, size) for every channel ever used, in channel order.
+    template <class F>
+    void for_each_channel(F&& f) const {
+        for (const auto& [ch, q] : queues_) f(ch, q.size());
+    }
+
+private:
+    std::map<Channel, std::deque<T>> queues_;
+};
+
+/// One PriorityQueue per channel.
+template <class T>
+class PriorityMultiQueue {
+public:
+    static constexpr std::string_view type_name = "PriorityMultiQueue";
+    static constexpr bool uses_priority = true;
+
+    void put(T item, double priority, const Channel& channel = {}) {
+        queues_[channel].put(std::move(item), priority);
+    }
+    /// Throws std::out_of_range if the channel is empty.
+    T get(const Channel& channel = {}) {
+        auto it = queues_.find(channel);
+        if (it == queues_.end()) throw std::out_of_range("Cannot pop from empty queue");
+        return it->second.get();
+    }
+    [[nodiscard]] std::size_t size(const Channel& channel = {}) const {
+        auto it = queues_.find(channel);
+        return it == queues_.end() ? 0 : it->second.size();
+    }
+    [[nodiscard]] bool empty(const Channel& channel = {}) const { return size(channel) == 0; }
+    [[nodiscard]] std::size_t total_size() const {
+        std::size_t n = 0;
+        for (const auto& [ch, q] : queues_) n += q.size();
+        return n;
+    }
+    template <class F>
+    void for_each_channel(F&& f) const {
+        for (const auto& [ch, q] : queues_) f(ch, q.size());
+    }
+
+private:
+    std::map<Channel, PriorityQueue<T>> queues_;
+};
+
+namespace detail {
+template <class Q>
+struct QueueFormatter : fmt::formatter<std::string_view> {
+    template <class Ctx>
+    auto format(const Q& q, Ctx& ctx) const {
+        auto out = fmt::format_to(ctx.out(), "{}(queues={{", Q::type_name);
+        bool first = true;
+        q.for_each_channel([&](const Channel& ch, std::size_t n) {
+            out = fmt::format_to(out, "{}{}: {} message{}", first ? "" : ", ", ch, n, n == 1 ? "" : "s");
+            first = false;
+        });
+        return fmt::format_to(out, "}})");
+    }
+};
+}  // namespace detail
+
+}  // namespace coproc
+
+/// MultiQueue(queues={1: 2 messages, 'b': 0 messages})
+template <class T>
+struct fmt::formatter<coproc::MultiQueue<T>> : coproc::detail::QueueFormatter<coproc::MultiQueue<T>> {};
+template <class T>
+struct fmt::formatter<coproc::PriorityMultiQueue<T>> : coproc::detail::QueueFormatter<coproc::PriorityMultiQueue<T>> {};

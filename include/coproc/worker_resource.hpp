@@ -1,0 +1,234 @@
+// coproc/worker_resource.hpp — a worker process whose life is a C++ scope.
+//
+//   void echo(coproc::PriorityMessenger<std::string>& m) {
+//       for (;;) m.send_reply(m.receive_blocking());   // ResourceRequestedClose ends it: exit 0
+//   }
+//   {
+//       coproc::WorkerResource<coproc::PriorityMessenger<std::string>> w(echo);
+//       w.messenger().send_request("hi");
+//       auto reply = w.messenger().receive_blocking(Channel{}, 1s);
+//   }   // close request, grace, SIGTERM, grace, SIGKILL, reap — never throws
+//
+// The child runs target(messenger, args...) (a function, lambda or function
+// object; args are copied before the fork). An int result is the exit code;
+// void means 0. An exception escaping the target is sent to the host as an
+// error frame and the child exits with 1; ResourceRequestedClose escaping it
+// is a clean exit, code 0. The child never returns into the caller's stack.
+//
+// Fork discipline: fork from a single-threaded host (other threads' locks stay
+// locked in the child). stdio is flushed before the fork. In the child:
+// default signal dispositions and mask, every fd coproc holds for other
+// workers closed, the parent-death signal set (WorkerOptions), _exit at the end.
+//
+// Host-side methods are for the thread that owns the WorkerResource; none is
+// thread-safe. The host owns the child's pid: never waitpid() it yourself.
+#pragma once
+
+#include <chrono>
+#include <concepts>
+#include <csignal>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "coproc/detail/child_process.hpp"
+#include "coproc/detail/fd.hpp"
+#include "coproc/error.hpp"
+#include "coproc/messenger.hpp"
+
+namespace coproc {
+
+struct WorkerOptions {
+    /// How long the constructor waits for the child's hello frame.
+    std::chrono::milliseconds start_timeout{10'000};
+    /// Destructor: wait this long after the close request before SIGTERM...
+    std::chrono::milliseconds close_grace{1'000};
+    /// ...and this long after SIGTERM before SIGKILL.
+    std::chrono::milliseconds term_grace{1'000};
+    /// Sent to the worker when the host thread that created it dies (0: none).
+    /// PR_SET_PDEATHSIG fires when the creating *thread* exits.
+    int parent_death_signal = SIGKILL;
+    MessengerOptions messenger{};
+};
+
+template <class Messenger>
+class WorkerResource {
+public:
+    using messenger_type = Messenger;
+    using Duration = std::chrono::nanoseconds;
+
+    /// Starts the worker and waits for its startup handshake. Throws
+    /// SpawnError if it cannot be started or does not answer in time.
+    template <class F, class... Args>
+        requires std::invocable<std::decay_t<F>&, Messenger&, std::decay_t<Args>&...>
+    explicit WorkerResource(F&& target, Args&&... args)
+        : WorkerResource(WorkerOptions{}, std::forward<F>(target), std::forward<Args>(args)...) {}
+
+    template <class F, class... Args>
+        requires std::invocable<std::decay_t<F>&, Messenger&, std::decay_t<Args>&...>
+    WorkerResource(const WorkerOptions& options, F&& target, Args&&... args) : options_(options) {
+        auto call = [fn = std::decay_t<F>(std::forward<F>(target)),
+                     bound = std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...)](Messenger& m) mutable {
+            return std::apply(
+                [&](auto&... a) -> int {
+                    if constexpr (std::is_convertible_v<std::invoke_result_t<decltype(fn)&, Messenger&, decltype(a)...>, int>)
+                        return static_cast<int>(std::invoke(fn, m, a...));
+                    else {
+                        std::invoke(fn, m, a...);
+                        return 0;
+                    }
+                },
+                bound);
+        };
+        start(call);
+    }
+
+    WorkerResource(WorkerResource&&) noexcept = default;
+    WorkerResource& operator=(WorkerResource&& other) noexcept {
+        if (this != &other) {
+            shutdown();
+            options_ = other.options_;
+            child_ = std::move(other.child_);
+            registration_ = std::move(other.registration_);
+            messenger_ = std::move(other.messenger_);
+        }
+        return *this;
+    }
+    WorkerResource(const WorkerResource&) = delete;
+    WorkerResource& operator=(const WorkerResource&) = delete;
+
+    /// Close request, close_grace, SIGTERM, term_grace, SIGKILL, reap. Never throws.
+    ~WorkerResource() { shutdown(); }
+
+    /// The host-side messenger. What the worker sent stays receivable after it exited.
+    [[nodiscard]] Messenger& messenger() noexcept { return *messenger_; }
+    [[nodiscard]] const Messenger& messenger() const noexcept { return *messenger_; }
+
+    /// Sends a close request and blocks until the worker exits; returns its
+    /// status. Incoming frames are buffered meanwhile (receivable afterwards).
+    ExitStatus join() { return *join_until(std::nullopt); }
+    /// Same, but throws Timeout if the worker is still running after `timeout`
+    /// (it keeps running; the destructor still ends it).
+    ExitStatus join(Duration timeout) {
+        if (auto s = join_until(detail::deadline_after(timeout))) return *s;
+        throw Timeout(fmt::format("coproc: worker {} did not exit within the join timeout", pid()));
+    }
+    /// SIGTERM, then SIGKILL after `grace` (default: term_grace); reaps. Blocks at most about `grace`.
+    ExitStatus terminate() { return terminate(options_.term_grace); }
+    ExitStatus terminate(Duration grace) {
+        child_->signal(SIGTERM);
+        if (auto s = child_->wait(detail::deadline_after(grace), &messenger_->link())) return *s;
+        return child_->kill_and_reap();
+    }
+    /// SIGKILL and reap. Blocks until the kernel has ended the child.
+    ExitStatus kill() { return child_->kill_and_reap(); }
+
+    /// Never blocks. False once the worker has exited (it is reaped then).
+    [[nodiscard]] bool is_alive() { return !child_->poll(); }
+    [[nodiscard]] long pid() const noexcept { return child_->pid(); }
+    /// Never blocks. The exit status once the worker has exited.
+    [[nodiscard]] std::optional<ExitStatus> exit_status() {
+        child_->poll();
+        return child_->status();
+    }
+
+private:
+    template <class Call>
+    struct ChildContext {
+        Call* call;
+        MessengerOptions options;
+    };
+
+    // The child's whole life: build its messenger, run the target, report an
+    // escaping exception, _exit. Never returns, never throws.
+    template <class Call>
+    [[noreturn]] static void child_main(void* context, int fd) noexcept {
+        auto& ctx = *static_cast<ChildContext<Call>*>(context);
+        int code = 1;
+        try {
+            Messenger m(detail::UniqueFd(fd), ctx.options);
+            try {
+                code = (*ctx.call)(m);
+            } catch (const ResourceRequestedClose&) {
+                code = 0;
+            } catch (const ChannelClosed&) {
+                code = 1;  // the host is gone: nobody to tell
+            } catch (...) {
+                try {
+                    m.send_error(std::current_exception());
+                } catch (...) {
+                }
+                code = 1;
+            }
+        } catch (...) {
+            code = 1;
+        }
+        detail::child_exit(code);
+    }
+
+    template <class Call>
+    void start(Call& call) {
+        auto sockets = detail::make_socketpair();
+        registration_ = detail::FdRegistration(sockets.first.get());
+        ChildContext<Call> ctx{&call, options_.messenger};
+        child_ = detail::ChildProcess::fork(sockets.second.get(), options_.parent_death_signal, &child_main<Call>, &ctx);
+        sockets.second.reset();  // the child's end lives only in the child
+        try {
+            messenger_.emplace(std::move(sockets.first), options_.messenger);
+            messenger_->link().set_watch(child_.get());
+            if (messenger_->link().await_hello(detail::deadline_after(options_.start_timeout))) return;
+        } catch (const ChannelClosed&) {
+            // fall through: the child died during start-up
+        }
+        const ExitStatus status = child_->kill_and_reap();
+        throw SpawnError(fmt::format("coproc: worker {} did not start ({})", child_->pid(), status.describe()));
+    }
+
+    std::optional<ExitStatus> join_until(detail::Deadline deadline) {
+        if (child_->poll()) return child_->status();
+        try {
+            messenger_->send_close_request(std::chrono::duration_cast<Duration>(options_.close_grace));
+        } catch (const ChannelClosed&) {
+            // already exiting: wait for it below
+        } catch (const Timeout&) {
+            // the worker does not read: keep waiting for it until the deadline
+        }
+        return child_->wait(deadline, &messenger_->link());
+    }
+
+    void shutdown() noexcept {
+        if (!child_) return;
+        try {
+            if (!child_->poll()) {
+                auto* link = &messenger_->link();
+                try {
+                    messenger_->send_close_request(std::chrono::duration_cast<Duration>(options_.close_grace));
+                } catch (...) {
+                    // dead or not reading: the signals below take over
+                }
+                if (!child_->wait(detail::deadline_after(options_.close_grace), link)) {
+                    child_->signal(SIGTERM);
+                    if (!child_->wait(detail::deadline_after(options_.term_grace), link)) child_->kill_and_reap();
+                }
+            }
+        } catch (...) {
+            (void)child_->kill_and_reap();
+        }
+        registration_.reset();
+        messenger_.reset();
+        child_.reset();
+    }
+
+    WorkerOptions options_;
+    std::unique_ptr<detail::ChildProcess> child_;  // declared first: outlives the messenger's watch pointer
+    detail::FdRegistration registration_;
+    std::optional<Messenger> messenger_;
+};
+
+}  // namespace coproc

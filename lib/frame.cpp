@@ -1,0 +1,185 @@
+// The wire format: header encode/decode with every length checked before
+// allocating, and the buffered reader that parses many frames per read().
+#include "coproc/detail/frame.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "coproc/detail/fd.hpp"
+#include "coproc/error.hpp"
+
+namespace coproc::detail {
+namespace {
+
+template <class U>
+void put_le(char* p, U value) noexcept {
+    for (std::size_t i = 0; i < sizeof(U); ++i) p[i] = static_cast<char>((value >> (8 * i)) & 0xFFU);
+}
+
+template <class U>
+U get_le(const char* p) noexcept {
+    U value = 0;
+    for (std::size_t i = 0; i < sizeof(U); ++i) value |= static_cast<U>(static_cast<unsigned char>(p[i])) << (8 * i);
+    return value;
+}
+
+void append_le32(std::string& out, std::uint32_t v) {
+    char b[4];
+    put_le(b, v);
+    out.append(b, 4);
+}
+
+// Reads a length-prefixed string from an error payload, advancing `pos`.
+std::string_view take_string(std::string_view payload, std::size_t& pos) {
+    if (payload.size() - pos < 4) throw ProtocolError("coproc: truncated error frame");
+    const std::uint32_t len = get_le<std::uint32_t>(payload.data() + pos);
+    pos += 4;
+    if (payload.size() - pos < len) throw ProtocolError("coproc: truncated error frame");
+    const auto s = payload.substr(pos, len);
+    pos += len;
+    return s;
+}
+
+}  // namespace
+
+std::size_t begin_frame(std::string& out, FrameKind kind, const Channel& channel, double priority) {
+    const std::size_t start = out.size();
+    out.resize(start + frame_header_size);
+    char* h = out.data() + start;
+    h[0] = static_cast<char>(frame_magic);
+    h[1] = static_cast<char>(kind);
+    h[2] = static_cast<char>(channel.is_none() ? 0 : channel.is_integer() ? 1 : 2);
+    h[3] = 0;
+    const std::uint32_t name_len = channel.is_string() ? static_cast<std::uint32_t>(channel.string().size()) : 0;
+    if (channel.is_string() && channel.string().size() > std::numeric_limits<std::uint32_t>::max())
+        throw ProtocolError("coproc: channel name too long");
+    put_le(h + 4, name_len);
+    put_le(h + 8, static_cast<std::uint64_t>(channel.is_integer() ? channel.integer() : 0));
+    // NaN has no place in an order: it is sent as "no priority" (back of the queue).
+    if (std::isnan(priority)) priority = std::numeric_limits<double>::infinity();
+    put_le(h + 16, std::bit_cast<std::uint64_t>(priority));
+    put_le(h + 24, std::uint64_t{0});
+    if (channel.is_string()) out.append(channel.string());
+    return start;
+}
+
+void finish_frame(std::string& out, std::size_t start, std::size_t max_frame_size) {
+    const std::size_t body = out.size() - start - frame_header_size;
+    if (body > max_frame_size) {
+        out.resize(start);
+        throw ProtocolError("coproc: message of " + std::to_string(body) + " bytes exceeds the maximum frame size of " +
+                            std::to_string(max_frame_size));
+    }
+    const std::uint32_t name_len = get_le<std::uint32_t>(out.data() + start + 4);
+    put_le(out.data() + start + 24, static_cast<std::uint64_t>(body - name_len));
+}
+
+void append_frame(std::string& out, FrameKind kind, const Channel& channel, double priority, std::string_view payload,
+                  std::size_t max_frame_size) {
+    const std::size_t start = begin_frame(out, kind, channel, priority);
+    out.append(payload);
+    finish_frame(out, start, max_frame_size);
+}
+
+std::string encode_hello(std::uint64_t fingerprint) {
+    std::string s(12, '\0');
+    put_le(s.data(), protocol_version);
+    put_le(s.data() + 4, fingerprint);
+    return s;
+}
+
+void check_hello(std::string_view payload, std::uint64_t fingerprint) {
+    if (payload.size() != 12) throw ProtocolError("coproc: malformed hello frame");
+    const auto version = get_le<std::uint32_t>(payload.data());
+    if (version != protocol_version)
+        throw ProtocolError("coproc: peer speaks protocol version " + std::to_string(version) + ", this side " +
+                            std::to_string(protocol_version));
+    if (get_le<std::uint64_t>(payload.data() + 4) != fingerprint)
+        throw ProtocolError("coproc: the peer's message type differs from this side's (fingerprint mismatch)");
+}
+
+std::string encode_error(std::string_view type_name, std::string_view message) {
+    std::string s;
+    s.reserve(8 + type_name.size() + message.size());
+    append_le32(s, static_cast<std::uint32_t>(std::min<std::size_t>(type_name.size(), UINT32_MAX)));
+    s.append(type_name.substr(0, UINT32_MAX));
+    append_le32(s, static_cast<std::uint32_t>(std::min<std::size_t>(message.size(), UINT32_MAX)));
+    s.append(message.substr(0, UINT32_MAX));
+    return s;
+}
+
+void throw_error_payload(std::string_view payload) {
+    std::size_t pos = 0;
+    const auto type_name = take_string(payload, pos);
+    const auto message = take_string(payload, pos);
+    if (pos != payload.size()) throw ProtocolError("coproc: trailing bytes in error frame");
+    throw_remote(std::string(type_name), std::string(message));
+}
+
+std::optional<FrameView> FrameReader::next() {
+    const std::size_t avail = end_ - begin_;
+    if (avail < frame_header_size) return std::nullopt;
+    const char* h = buf_.data() + begin_;
+    if (static_cast<unsigned char>(h[0]) != frame_magic) throw ProtocolError("coproc: bad frame magic");
+    const auto kind = static_cast<unsigned char>(h[1]);
+    if (kind < 1 || kind > 6) throw ProtocolError("coproc: unknown frame kind " + std::to_string(kind));
+    const auto chan_kind = static_cast<unsigned char>(h[2]);
+    if (chan_kind > 2 || h[3] != 0) throw ProtocolError("coproc: bad frame header");
+    const std::uint64_t name_len = get_le<std::uint32_t>(h + 4);
+    const std::uint64_t chan_int = get_le<std::uint64_t>(h + 8);
+    const double priority = std::bit_cast<double>(get_le<std::uint64_t>(h + 16));
+    const std::uint64_t payload_len = get_le<std::uint64_t>(h + 24);
+    if ((chan_kind != 2 && name_len != 0) || (chan_kind != 1 && chan_int != 0))
+        throw ProtocolError("coproc: bad channel in frame header");
+    if (std::isnan(priority)) throw ProtocolError("coproc: NaN priority in frame header");
+    // Both checked separately first so the sum cannot overflow.
+    if (payload_len > max_frame_ || name_len > max_frame_ || name_len + payload_len > max_frame_)
+        throw ProtocolError("coproc: frame of " + std::to_string(name_len + payload_len) +
+                            " bytes exceeds the maximum frame size of " + std::to_string(max_frame_));
+    const std::size_t total = frame_header_size + static_cast<std::size_t>(name_len + payload_len);
+    if (avail < total) {
+        need_ = total;
+        return std::nullopt;
+    }
+    const char* body = h + frame_header_size;
+    Channel channel;
+    if (chan_kind == 1) channel = Channel(static_cast<std::int64_t>(chan_int));
+    if (chan_kind == 2) channel = Channel(std::string_view(body, name_len));
+    FrameView view{static_cast<FrameKind>(kind), priority, std::move(channel),
+                   std::string_view(body + name_len, static_cast<std::size_t>(payload_len))};
+    begin_ += total;
+    need_ = frame_header_size;
+    return view;
+}
+
+void FrameReader::reserve_tail(std::size_t want) {
+    if (buf_.size() - end_ >= want) return;
+    if (begin_ > 0) {  // compact: move the partial frame to the front
+        std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
+        end_ -= begin_;
+        begin_ = 0;
+    }
+    if (buf_.size() - end_ < want) buf_.resize(end_ + want);
+}
+
+long FrameReader::fill(int fd) {
+    if (begin_ == end_) begin_ = end_ = 0;
+    constexpr std::size_t chunk = 64 * 1024;
+    const std::size_t missing = need_ > buffered() ? need_ - buffered() : 0;
+    reserve_tail(std::max(missing, chunk));
+    const long n = recv_some(fd, buf_.data() + end_, buf_.size() - end_);
+    if (n > 0) end_ += static_cast<std::size_t>(n);
+    return n;
+}
+
+void FrameReader::feed(std::string_view bytes) {
+    if (begin_ == end_) begin_ = end_ = 0;
+    reserve_tail(bytes.size());
+    std::memcpy(buf_.data() + end_, bytes.data(), bytes.size());
+    end_ += bytes.size();
+}
+
+}  // namespace coproc::detail

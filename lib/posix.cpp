@@ -1,0 +1,105 @@
+// The posix layer: fd ownership, EINTR-safe waits with deadlines, and socket
+// I/O that never raises SIGPIPE (MSG_NOSIGNAL on every send).
+#include "coproc/detail/fd.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <system_error>
+
+#include "coproc/error.hpp"
+
+namespace coproc::detail {
+
+void throw_system_error(int err, const char* operation) {
+    throw SystemError(std::error_code(err, std::generic_category()), operation);
+}
+
+void UniqueFd::reset(int fd) noexcept {
+    if (fd_ >= 0 && fd_ != fd) {
+        // Never retried: Linux releases the descriptor even when close() fails.
+        (void)::close(fd_);
+    }
+    fd_ = fd;
+}
+
+void UniqueFd::close() {
+    const int fd = std::exchange(fd_, -1);
+    if (fd >= 0 && ::close(fd) == -1 && errno != EINTR) throw_system_error(errno, "close");
+}
+
+SocketPair make_socketpair() {
+    int fds[2];
+    // SOCK_CLOEXEC at creation: a fork+exec in another thread cannot inherit them.
+    check_unix(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), "socketpair");
+    return {UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+namespace {
+
+// Milliseconds left until the deadline, rounded up, for poll(); -1 = forever.
+int poll_timeout(Deadline deadline) {
+    if (!deadline) return -1;
+    const auto left = *deadline - Clock::now();
+    if (left <= Clock::duration::zero()) return 0;
+    const auto ms = std::chrono::ceil<std::chrono::milliseconds>(left).count();
+    return static_cast<int>(std::min<long long>(ms, INT_MAX));
+}
+
+// poll() that survives EINTR by recomputing the time left (never restarts the
+// full timeout). Returns the number of ready fds, 0 on deadline.
+int poll_until(pollfd* fds, nfds_t count, Deadline deadline) {
+    for (;;) {
+        const int rc = ::poll(fds, count, poll_timeout(deadline));
+        if (rc >= 0) {
+            // poll rounds to milliseconds; do not report a timeout before the deadline.
+            if (rc == 0 && deadline && Clock::now() < *deadline) continue;
+            return rc;
+        }
+        if (errno != EINTR) throw_system_error(errno, "poll");
+    }
+}
+
+}  // namespace
+
+unsigned wait_readable(int fd, int extra_fd, Deadline deadline) {
+    pollfd fds[2] = {{fd, POLLIN, 0}, {extra_fd, POLLIN, 0}};
+    const nfds_t count = extra_fd >= 0 ? 2 : 1;
+    if (poll_until(fds, count, deadline) == 0) return ready_none;
+    unsigned mask = ready_none;
+    if (fds[0].revents != 0) mask |= ready_fd;
+    if (count == 2 && fds[1].revents != 0) mask |= ready_extra;
+    return mask;
+}
+
+bool wait_writable(int fd, Deadline deadline) {
+    pollfd pfd{fd, POLLOUT, 0};
+    return poll_until(&pfd, 1, deadline) != 0;
+}
+
+long recv_some(int fd, void* buffer, std::size_t size) {
+    const long n = retry_eintr(::recv, fd, buffer, size, MSG_DONTWAIT);
+    if (n >= 0) return n;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return -1;
+    // A peer that exits with unread data resets the connection: for us that is
+    // the end of the stream, like EOF (data queued before it was already read).
+    if (errno == ECONNRESET || errno == EPIPE) return 0;
+    throw_system_error(errno, "recv");
+}
+
+SendResult send_some(int fd, const void* data, std::size_t size, bool block, std::size_t& sent) {
+    const int flags = MSG_NOSIGNAL | (block ? 0 : MSG_DONTWAIT);
+    const long n = retry_eintr(::send, fd, data, size, flags);
+    if (n >= 0) {
+        sent = static_cast<std::size_t>(n);
+        return SendResult::ok;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return SendResult::would_block;
+    if (errno == EPIPE || errno == ECONNRESET) return SendResult::peer_closed;
+    throw_system_error(errno, "send");
+}
+
+}  // namespace coproc::detail

@@ -1,0 +1,47 @@
+#include "support.hpp"
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <thread>
+
+namespace coproc::test {
+
+std::set<int> open_fds() {
+    std::set<int> fds;
+    DIR* dir = ::opendir("/proc/self/fd");
+    if (dir == nullptr) return fds;
+    const int own = ::dirfd(dir);
+    while (const dirent* entry = ::readdir(dir)) {
+        if (entry->d_name[0] == '.') continue;
+        const int fd = std::atoi(entry->d_name);
+        if (fd != own) fds.insert(fd);
+    }
+    ::closedir(dir);
+    return fds;
+}
+
+void child_watchdog(unsigned seconds) { ::alarm(seconds); }
+
+bool process_gone(long pid) { return ::kill(static_cast<pid_t>(pid), 0) == -1 && errno == ESRCH; }
+
+bool not_our_child(long pid) {
+    return ::waitpid(static_cast<pid_t>(pid), nullptr, WNOHANG) == -1 && errno == ECHILD;
+}
+
+bool wait_gone(long pid, std::chrono::milliseconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!process_gone(pid)) {
+        if (std::chrono::steady_clock::now() > deadline) return false;
+        // Polling a condition under a deadline (not synchronisation by sleep):
+        // another process's death has no fd we could wait on here.
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return true;
+}
+
+}  // namespace coproc::test
