@@ -22,14 +22,19 @@ std::size_t Link::write_until(std::string_view bytes, Deadline deadline) {
     std::size_t off = 0;
     while (off < bytes.size()) {
         std::size_t n = 0;
-        // No deadline: a blocking send (the kernel waits for room). With one:
-        // non-blocking sends and poll() for room until the deadline.
-        switch (send_some(fd_.get(), bytes.data() + off, bytes.size() - off, !deadline.has_value(), n)) {
+        switch (send_some(fd_.get(), bytes.data() + off, bytes.size() - off, false, n)) {
             case SendResult::ok: off += n; break;
             case SendResult::peer_closed: raise_peer_closed();
-            case SendResult::would_block:
-                if (!wait_writable(fd_.get(), deadline)) return off;
+            case SendResult::would_block: {
+                // While we wait for room, take in what the peer writes: a peer
+                // blocked sending to us could otherwise never read what we
+                // send (each small frame costs ~1 KiB of socket buffer, so a
+                // few hundred in flight each way suffice to deadlock).
+                const unsigned ready = wait_io(fd_.get(), !eof_, deadline);
+                if (ready == io_none) return off;
+                if ((ready & io_readable) != 0) buffer_incoming();
                 break;
+            }
         }
     }
     return off;

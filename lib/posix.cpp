@@ -75,9 +75,13 @@ unsigned wait_readable(int fd, int extra_fd, Deadline deadline) {
     return mask;
 }
 
-bool wait_writable(int fd, Deadline deadline) {
-    pollfd pfd{fd, POLLOUT, 0};
-    return poll_until(&pfd, 1, deadline) != 0;
+unsigned wait_io(int fd, bool also_readable, Deadline deadline) {
+    pollfd pfd{fd, static_cast<short>(POLLOUT | (also_readable ? POLLIN : 0)), 0};
+    if (poll_until(&pfd, 1, deadline) == 0) return io_none;
+    unsigned mask = io_none;
+    if ((pfd.revents & (POLLOUT | POLLERR | POLLHUP)) != 0) mask |= io_writable;
+    if ((pfd.revents & POLLIN) != 0) mask |= io_readable;
+    return mask;
 }
 
 long recv_some(int fd, void* buffer, std::size_t size) {

@@ -87,8 +87,13 @@ enum : unsigned { ready_none = 0, ready_fd = 1, ready_extra = 2 };
 /// ready_none means the deadline passed.
 [[nodiscard]] unsigned wait_readable(int fd, int extra_fd, Deadline deadline);
 
-/// Waits until `fd` is writable (or in error). False when the deadline passed.
-[[nodiscard]] bool wait_writable(int fd, Deadline deadline);
+/// Readiness bits returned by wait_io.
+enum : unsigned { io_none = 0, io_writable = 1, io_readable = 2 };
+
+/// Waits until `fd` is writable (or in error), or, if `also_readable`, has
+/// something to read. Returns a mask of io_writable / io_readable; io_none
+/// means the deadline passed. Survives signals like wait_readable.
+[[nodiscard]] unsigned wait_io(int fd, bool also_readable, Deadline deadline);
 
 /// One non-blocking recv. Returns bytes read (> 0), 0 at end of stream (EOF or
 /// connection reset), or -1 when nothing is readable now. Throws SystemError.

@@ -1,0 +1,37 @@
+# Shared set-up for scripts/test, scripts/run-examples (sourced, not run).
+# Installs missing Debian packages (quiet when nothing is missing), then
+# configures and builds into a build directory.
+
+COPROC_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+COPROC_PACKAGES=(g++ meson ninja-build pkg-config python3 libfmt-dev libcereal-dev catch2)
+
+coproc_ensure_packages() {
+    local missing=() pkg
+    for pkg in "${COPROC_PACKAGES[@]}" "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+            missing+=("$pkg")
+        fi
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "coproc: installing missing Debian packages: ${missing[*]}" >&2
+    local sudo=()
+    [ "$(id -u)" -ne 0 ] && sudo=(sudo)
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# coproc_build DIR [meson setup options...]: configure once, then build.
+coproc_build() {
+    local dir="$1"
+    shift
+    if [ ! -f "$dir/build.ninja" ]; then
+        meson setup "$dir" "$COPROC_ROOT" "$@" >"$dir.setup.log" 2>&1 || {
+            cat "$dir.setup.log" >&2
+            return 1
+        }
+    fi
+    ninja -C "$dir" >"$dir.ninja.log" 2>&1 || {
+        grep -E -B2 -A12 'error|FAILED' "$dir.ninja.log" | head -80 >&2
+        return 1
+    }
+}

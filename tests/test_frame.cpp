@@ -1,0 +1,112 @@
+// Frames: header encode/decode, many frames per read, and bad input.
+#include <catch2/catch.hpp>
+
+#include <coproc/detail/frame.hpp>
+#include <coproc/error.hpp>
+
+#include <bit>
+#include <cstring>
+#include <limits>
+#include <string>
+
+using namespace coproc::detail;
+using coproc::Channel;
+
+namespace {
+std::string frame(FrameKind kind, const Channel& ch, double priority, std::string_view payload) {
+    std::string out;
+    append_frame(out, kind, ch, priority, payload, default_max_frame_size);
+    return out;
+}
+// Overwrites the 8-byte little-endian field at `offset` of a header.
+void poke64(std::string& s, std::size_t offset, std::uint64_t v) {
+    for (std::size_t i = 0; i < 8; ++i) s[offset + i] = static_cast<char>((v >> (8 * i)) & 0xFF);
+}
+}  // namespace
+
+TEST_CASE("frames round-trip with every kind of channel and priority", "[frame]") {
+    FrameReader r;
+    std::string bytes = frame(FrameKind::request, Channel{}, 1.5, "abc");
+    bytes += frame(FrameKind::reply, Channel{-7}, -std::numeric_limits<double>::infinity(), "");
+    bytes += frame(FrameKind::data, Channel{"jobs/with space"}, 0.0, std::string(1000, 'x'));
+    r.feed(bytes);  // three frames, one "read"
+    auto a = r.next();
+    REQUIRE(a);
+    CHECK(a->kind == FrameKind::request);
+    CHECK(a->channel == Channel{});
+    CHECK(a->priority == 1.5);
+    CHECK(a->payload == "abc");
+    auto b = r.next();
+    REQUIRE(b);
+    CHECK(b->channel == Channel{-7});
+    CHECK(b->payload.empty());
+    auto c = r.next();
+    REQUIRE(c);
+    CHECK(c->channel == Channel{"jobs/with space"});
+    CHECK(c->payload == std::string(1000, 'x'));
+    CHECK_FALSE(r.next());
+    CHECK(r.buffered() == 0);
+}
+
+TEST_CASE("a truncated frame waits for the rest", "[frame]") {
+    const std::string bytes = frame(FrameKind::data, Channel{3}, 2.0, "hello world");
+    FrameReader r;
+    for (std::size_t i = 0; i + 1 < bytes.size(); ++i) {
+        r.feed(bytes.substr(i, 1));
+        CHECK_FALSE(r.next());
+    }
+    r.feed(bytes.substr(bytes.size() - 1));
+    auto f = r.next();
+    REQUIRE(f);
+    CHECK(f->payload == "hello world");
+}
+
+TEST_CASE("a NaN priority is sent as no priority (+inf)", "[frame]") {
+    FrameReader r;
+    r.feed(frame(FrameKind::data, Channel{}, std::numeric_limits<double>::quiet_NaN(), "x"));
+    CHECK(r.next()->priority == std::numeric_limits<double>::infinity());
+}
+
+TEST_CASE("oversized lengths are a ProtocolError before any allocation", "[frame]") {
+    std::string bytes = frame(FrameKind::data, Channel{}, 0.0, "x");
+    SECTION("2^60 payload length") { poke64(bytes, 24, std::uint64_t{1} << 60); }
+    SECTION("maximum payload length") { poke64(bytes, 24, std::numeric_limits<std::uint64_t>::max()); }
+    SECTION("just over a small maximum") {
+        FrameReader small(16);
+        small.feed(frame(FrameKind::data, Channel{}, 0.0, std::string(17, 'y')));
+        CHECK_THROWS_AS(small.next(), coproc::ProtocolError);
+        return;
+    }
+    FrameReader r;
+    r.feed(bytes.substr(0, frame_header_size));
+    CHECK_THROWS_AS(r.next(), coproc::ProtocolError);
+}
+
+TEST_CASE("garbage headers are a ProtocolError", "[frame]") {
+    std::string bytes = frame(FrameKind::data, Channel{5}, 0.0, "x");
+    SECTION("bad magic") { bytes[0] = 'G'; }
+    SECTION("unknown kind") { bytes[1] = 42; }
+    SECTION("unknown channel kind") { bytes[2] = 9; }
+    SECTION("reserved byte set") { bytes[3] = 1; }
+    SECTION("integer with a name length") { bytes[4] = 1; }
+    SECTION("NaN priority") { poke64(bytes, 16, std::bit_cast<std::uint64_t>(std::numeric_limits<double>::quiet_NaN())); }
+    FrameReader r;
+    r.feed(bytes);
+    CHECK_THROWS_AS(r.next(), coproc::ProtocolError);
+}
+
+TEST_CASE("sending a message larger than the maximum frame is refused", "[frame]") {
+    std::string out;
+    CHECK_THROWS_AS(append_frame(out, FrameKind::data, Channel{}, 0.0, std::string(100, 'x'), 64),
+                    coproc::ProtocolError);
+    CHECK(out.empty());  // nothing half-built is left behind
+}
+
+TEST_CASE("hello and error payloads check their contents", "[frame]") {
+    check_hello(encode_hello(77), 77);
+    CHECK_THROWS_AS(check_hello(encode_hello(77), 78), coproc::ProtocolError);
+    CHECK_THROWS_AS(check_hello("short", 77), coproc::ProtocolError);
+    CHECK_THROWS_AS(throw_error_payload(encode_error("std::range_error", "r")), std::range_error);
+    CHECK_THROWS_AS(throw_error_payload(encode_error("x", "y").substr(0, 6)), coproc::ProtocolError);
+    CHECK_THROWS_AS(throw_error_payload(encode_error("x", "y") + "z"), coproc::ProtocolError);
+}

@@ -1,0 +1,250 @@
+// WorkerResource: echo workers, targets of every shape, exit codes, remote
+// errors, and workers that die at the wrong moment.
+#include <catch2/catch.hpp>
+
+#include <coproc/worker_resource.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+using coproc::Channel;
+using coproc::ExitStatus;
+
+namespace {
+
+using IntWorker = coproc::WorkerResource<coproc::PriorityMessenger<int>>;
+using StrWorker = coproc::WorkerResource<coproc::MultiMessenger<std::string>>;
+
+// Every test child gets a watchdog, so none can outlive its test.
+template <class F>
+auto guarded(F f) {
+    return [f](auto& m, auto&&... args) {
+        coproc::test::child_watchdog();
+        return f(m, args...);
+    };
+}
+
+void echo(coproc::PriorityMessenger<int>& m) {
+    coproc::test::child_watchdog();
+    for (;;) m.send_reply(m.receive_blocking());
+}
+
+// Echo that keeps norequests norequests, like Python's test echo worker.
+struct EchoWorker {
+    int offset = 0;
+    void operator()(coproc::PriorityMessenger<int>& m) const {
+        coproc::test::child_watchdog();
+        for (;;) {
+            const int v = m.receive_blocking();
+            if (v >= 1000)
+                m.send_reply(v + offset);
+            else
+                m.send_norequest(v + offset);
+        }
+    }
+};
+
+}  // namespace
+
+TEST_CASE("echo through a WorkerResource: 10 norequests, then 10 requests", "[worker]") {
+    IntWorker w(EchoWorker{});
+    auto& m = w.messenger();
+    CHECK(w.is_alive());
+    for (int i = 0; i < 10; ++i) m.send_norequest(i);
+    CHECK(m.remaining() == 0);
+    // Wait (with a deadline) until all ten are back, without sleeping.
+    while (m.queue_size() < 10) m.await_available(5s);
+    CHECK(m.available() == 10);
+    CHECK(m.receive_available() == std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+    for (int i = 0; i < 10; ++i) {
+        m.send_request(1000 + i);
+        CHECK(m.remaining() == i + 1);
+    }
+    std::vector<int> got;
+    for (int v : m.receive_remaining(Channel{}, 5s)) got.push_back(v - 1000);
+    CHECK(got == std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+    CHECK(w.join(5s) == ExitStatus::exited_with(0));  // the target let ResourceRequestedClose escape: clean
+    CHECK_FALSE(w.is_alive());
+}
+
+TEST_CASE("targets: functions, lambdas with arguments, function objects; int results are exit codes", "[worker]") {
+    SECTION("function") {
+        IntWorker w(echo);
+        w.messenger().send_request(5);
+        CHECK(w.messenger().receive_blocking(5s) == 5);
+    }
+    SECTION("lambda with arguments copied before the fork") {
+        std::string prefix = "hello ";
+        StrWorker w(guarded([](coproc::MultiMessenger<std::string>& m, const std::string& p, int n) {
+                        for (int i = 0; i < n; ++i) m.send_norequest(p + std::to_string(i));
+                        return 7;
+                    }),
+                    prefix, 3);
+        prefix = "changed";
+        CHECK(w.messenger().receive_blocking(5s) == "hello 0");
+        CHECK(w.messenger().receive_blocking(5s) == "hello 1");
+        CHECK(w.messenger().receive_blocking(5s) == "hello 2");
+        CHECK(w.join(5s) == ExitStatus::exited_with(7));
+        CHECK(w.exit_status() == ExitStatus::exited_with(7));
+    }
+    SECTION("function object with state") {
+        IntWorker w(EchoWorker{100});
+        w.messenger().send_request(1000);
+        CHECK(w.messenger().receive_blocking(5s) == 1100);
+    }
+}
+
+TEST_CASE("an exception escaping the target reaches the host; exit code 1", "[worker]") {
+    IntWorker w(guarded([](coproc::PriorityMessenger<int>& m) -> int {
+        (void)m.receive_blocking();
+        throw std::domain_error("target failed");
+    }));
+    w.messenger().send_norequest(1);
+    CHECK_THROWS_AS(w.messenger().receive_blocking(5s), std::domain_error);
+    CHECK(w.join(5s) == ExitStatus::exited_with(1));
+}
+
+TEST_CASE("a worker that catches the close request can answer with an error", "[worker]") {
+    IntWorker w(guarded([](coproc::PriorityMessenger<int>& m) {
+        try {
+            (void)m.receive_blocking();
+        } catch (const coproc::ResourceRequestedClose&) {
+            m.send_error(std::invalid_argument("process was closed successfully"));
+        }
+    }));
+    w.messenger().send_close_request();
+    CHECK_THROWS_WITH(w.messenger().receive_blocking(5s), "process was closed successfully");
+    CHECK(w.join(5s).success());
+}
+
+TEST_CASE("workers that die: WorkerDied with the right status, data sent before stays, no hang", "[worker]") {
+    struct Case {
+        const char* name;
+        int how;
+        ExitStatus expected;
+    };
+    const Case cases[] = {{"abort", 0, ExitStatus::killed_by(SIGABRT)},
+                          {"SIGKILL", 1, ExitStatus::killed_by(SIGKILL)},
+                          {"_exit(3)", 2, ExitStatus::exited_with(3)},
+                          {"SIGSEGV", 3, ExitStatus::killed_by(SIGSEGV)}};
+    for (const auto& c : cases) {
+        DYNAMIC_SECTION(c.name) {
+            IntWorker w(guarded([](coproc::PriorityMessenger<int>& m, int how) {
+                            m.send_norequest(41);
+                            m.send_norequest(42, "side");
+                            (void)m.receive_blocking();
+                            switch (how) {
+                                case 0: std::abort();
+                                case 1: ::kill(::getpid(), SIGKILL); break;
+                                case 2: ::_exit(3);
+                                default: ::raise(SIGSEGV); break;
+                            }
+                        }),
+                        c.how);
+            auto& m = w.messenger();
+            m.send_norequest(0);
+            CHECK(m.receive_blocking(5s) == 41);
+            try {
+                (void)m.receive_blocking(Channel{}, 5s);
+                FAIL("no WorkerDied");
+            } catch (const coproc::WorkerDied& e) {
+                CHECK(e.status() == c.expected);
+                CHECK(e.pid() == w.pid());
+            }
+            CHECK(m.receive_blocking("side", 1s) == 42);  // still receivable after the death
+            CHECK_THROWS_AS(m.send_request(1), coproc::WorkerDied);  // never SIGPIPE
+            CHECK(m.requests_sent() == 0);
+            CHECK(w.exit_status() == c.expected);
+            CHECK_FALSE(w.is_alive());
+        }
+    }
+}
+
+TEST_CASE("a worker dying while the host waits in await_available or receive_remaining", "[worker]") {
+    IntWorker w(guarded([](coproc::PriorityMessenger<int>& m) {
+        (void)m.receive_blocking();
+        m.send_reply(1);
+        ::_exit(9);
+    }));
+    auto& m = w.messenger();
+    m.send_request(0);
+    m.send_request(0);
+    std::vector<int> got;
+    CHECK_THROWS_AS(
+        [&] {
+            for (int v : m.receive_remaining(Channel{}, 5s)) got.push_back(v);
+        }(),
+        coproc::WorkerDied);
+    CHECK(got == std::vector<int>{1});
+    CHECK_THROWS_AS(m.await_available(5s), coproc::WorkerDied);
+}
+
+TEST_CASE("a worker's own host end and its siblings' fds are closed in the child", "[worker]") {
+    IntWorker first(echo);
+    const int sibling_fd = first.messenger().fd();
+    IntWorker second(guarded([](coproc::PriorityMessenger<int>&, int fd) {
+                         return ::fcntl(fd, F_GETFD) == -1 ? 0 : 1;  // 0: closed, as it should be
+                     }),
+                     sibling_fd);
+    CHECK(second.join(5s) == ExitStatus::exited_with(0));
+}
+
+TEST_CASE("the child gets default signal dispositions and an empty mask", "[worker]") {
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    struct sigaction old {};
+    ::sigaction(SIGTERM, &ignore, &old);
+    sigset_t block, old_mask;
+    sigemptyset(&block);
+    sigaddset(&block, SIGUSR1);
+    ::pthread_sigmask(SIG_BLOCK, &block, &old_mask);
+    IntWorker w(guarded([](coproc::PriorityMessenger<int>& m) {
+        struct sigaction now {};
+        ::sigaction(SIGTERM, nullptr, &now);
+        sigset_t mask;
+        ::pthread_sigmask(SIG_SETMASK, nullptr, &mask);
+        m.send_norequest(now.sa_handler == SIG_DFL ? 1 : 0);
+        m.send_norequest(sigismember(&mask, SIGUSR1) ? 0 : 1);
+        for (;;) (void)m.receive_blocking();
+    }));
+    ::sigaction(SIGTERM, &old, nullptr);
+    ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+    CHECK(w.messenger().receive_blocking(5s) == 1);
+    CHECK(w.messenger().receive_blocking(5s) == 1);
+    CHECK(w.terminate(5s) == ExitStatus::killed_by(SIGTERM));  // SIGTERM is not ignored in the child
+}
+
+TEST_CASE("kill() and terminate() reap; calls after the exit are harmless", "[worker]") {
+    IntWorker w(echo);
+    CHECK(w.kill() == ExitStatus::killed_by(SIGKILL));
+    CHECK(w.kill() == ExitStatus::killed_by(SIGKILL));
+    CHECK(w.terminate() == ExitStatus::killed_by(SIGKILL));
+    CHECK(w.join(1s) == ExitStatus::killed_by(SIGKILL));
+    CHECK(coproc::test::not_our_child(w.pid()));
+}
+
+TEST_CASE("WorkerResource is move-only and moves keep the worker", "[worker]") {
+    static_assert(!std::is_copy_constructible_v<IntWorker>);
+    static_assert(std::is_nothrow_move_constructible_v<IntWorker>);
+    IntWorker a(echo);
+    const long pid = a.pid();
+    IntWorker b(std::move(a));
+    b.messenger().send_request(3);
+    CHECK(b.messenger().receive_blocking(5s) == 3);
+    IntWorker c(echo);
+    const long pid_c = c.pid();
+    c = std::move(b);  // shuts c's old worker down first
+    CHECK(c.pid() == pid);
+    CHECK(coproc::test::not_our_child(pid_c));
+    c.messenger().send_request(4);
+    CHECK(c.messenger().receive_blocking(5s) == 4);
+}
