@@ -3,6 +3,8 @@
 
 #include <coproc/codec.hpp>
 
+#include <array>
+#include <cereal/types/array.hpp>
 #include <cstring>
 #include <map>
 #include <string>
@@ -46,6 +48,29 @@ TEST_CASE("a 2^60 element count is a ProtocolError, not bad_alloc", "[codec]") {
     CHECK_THROWS_AS(coproc::decode<std::string>(bytes), coproc::ProtocolError);
     CHECK_THROWS_AS(coproc::decode<std::vector<std::string>>(bytes), coproc::ProtocolError);
     CHECK_THROWS_AS((coproc::decode<std::map<int, int>>(bytes)), coproc::ProtocolError);
+}
+
+TEST_CASE("element counts cannot multiply into allocations beyond the payload", "[codec]") {
+    // 1,000 promised elements of 8,000 bytes each, in a payload of ~1 KiB:
+    // cereal's own loader would allocate 8 MB before failing.
+    using Big = std::array<double, 1000>;
+    const std::string bytes = encoded_size_prefix(1000) + std::string(1000, 'a');
+    CHECK_THROWS_AS(coproc::decode<std::vector<Big>>(bytes), coproc::ProtocolError);
+    // Arithmetic vectors: 1,000 uint64 need 8,000 bytes.
+    CHECK_THROWS_AS(coproc::decode<std::vector<std::uint64_t>>(bytes), coproc::ProtocolError);
+    // Well-formed vectors of every kind still round-trip.
+    std::string buf;
+    const std::vector<Big> big(3, Big{});
+    const std::vector<bool> flags{true, false, true};
+    const std::vector<std::uint16_t> nums{1, 2, 65535};
+    coproc::encode_append(buf, big);
+    CHECK(coproc::decode<std::vector<Big>>(buf) == big);
+    buf.clear();
+    coproc::encode_append(buf, flags);
+    CHECK(coproc::decode<std::vector<bool>>(buf) == flags);
+    buf.clear();
+    coproc::encode_append(buf, nums);
+    CHECK(coproc::decode<std::vector<std::uint16_t>>(buf) == nums);
 }
 
 TEST_CASE("truncated, trailing and invalid input are ProtocolErrors", "[codec]") {

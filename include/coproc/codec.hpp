@@ -22,6 +22,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include <cereal/cereal.hpp>
 #include <cereal/types/map.hpp>
@@ -100,6 +101,41 @@ void CEREAL_SAVE_FUNCTION_NAME(BufferOutputArchive& ar, const cereal::BinaryData
 template <class T>
 void CEREAL_LOAD_FUNCTION_NAME(BufferInputArchive& ar, cereal::BinaryData<T>& bd) {
     ar.loadBinary(bd.data, static_cast<std::size_t>(bd.size));
+}
+
+/// Vectors get their own loader on our input archive: cereal's resizes to the
+/// promised element count before reading a byte, i.e. allocates
+/// count x sizeof(T). Arithmetic elements are checked against the bytes left;
+/// other elements are appended as they are decoded, so memory grows only with
+/// input actually consumed.
+template <class T, class A>
+void CEREAL_LOAD_FUNCTION_NAME(BufferInputArchive& ar, std::vector<T, A>& vector) {
+    cereal::size_type size = 0;
+    ar(cereal::make_size_tag(size));  // checked against the bytes left
+    vector.clear();
+    if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
+        if (size > ar.remaining() / sizeof(T)) throw ProtocolError("coproc: size prefix exceeds the message payload");
+        vector.resize(static_cast<std::size_t>(size));
+        ar.loadBinary(vector.data(), static_cast<std::size_t>(size) * sizeof(T));
+    } else {
+        for (cereal::size_type i = 0; i < size; ++i) {
+            vector.emplace_back();
+            ar(vector.back());
+        }
+    }
+}
+
+// More specialized than both cereal's vector<bool> loader and ours above.
+template <class A>
+void CEREAL_LOAD_FUNCTION_NAME(BufferInputArchive& ar, std::vector<bool, A>& vector) {
+    cereal::size_type size = 0;
+    ar(cereal::make_size_tag(size));
+    vector.clear();
+    for (cereal::size_type i = 0; i < size; ++i) {
+        bool b = false;
+        ar(b);
+        vector.push_back(b);
+    }
 }
 
 }  // namespace coproc::detail
