@@ -15,7 +15,12 @@ Link::Link(UniqueFd fd, std::uint64_t fingerprint, std::size_t max_frame_size)
     : fd_(std::move(fd)), reader_(max_frame_size), fingerprint_(fingerprint) {
     std::string hello;
     append_frame(hello, FrameKind::hello, Channel{}, 0.0, encode_hello(fingerprint), max_frame_size);
-    if (send(hello, std::nullopt) != SendOutcome::sent) raise_peer_closed();
+    try {
+        (void)send(hello, std::nullopt);
+    } catch (const ChannelClosed&) {
+        // The peer already ran and exited (a worker can be that fast). What it
+        // sent is still in our socket; the next send will raise.
+    }
 }
 
 std::size_t Link::write_until(std::string_view bytes, Deadline deadline) {

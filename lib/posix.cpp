@@ -1,6 +1,7 @@
 // The posix layer: fd ownership, EINTR-safe waits with deadlines, and socket
 // I/O that never raises SIGPIPE (MSG_NOSIGNAL on every send).
 #include "coproc/detail/fd.hpp"
+#include "coproc/detail/syscalls.hpp"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -13,6 +14,17 @@
 #include "coproc/error.hpp"
 
 namespace coproc::detail {
+
+namespace {
+long real_recv(int fd, void* buffer, std::size_t size, int flags) { return ::recv(fd, buffer, size, flags); }
+long real_send(int fd, const void* data, std::size_t size, int flags) { return ::send(fd, data, size, flags); }
+int real_poll(pollfd* fds, unsigned long count, int timeout_ms) { return ::poll(fds, count, timeout_ms); }
+Syscalls g_syscalls{&real_recv, &real_send, &real_poll};
+}  // namespace
+
+Syscalls& syscalls() noexcept { return g_syscalls; }
+Syscalls real_syscalls() noexcept { return {&real_recv, &real_send, &real_poll}; }
+void reset_syscalls() noexcept { g_syscalls = real_syscalls(); }
 
 void throw_system_error(int err, const char* operation) {
     throw SystemError(std::error_code(err, std::generic_category()), operation);
@@ -53,7 +65,7 @@ int poll_timeout(Deadline deadline) {
 // full timeout). Returns the number of ready fds, 0 on deadline.
 int poll_until(pollfd* fds, nfds_t count, Deadline deadline) {
     for (;;) {
-        const int rc = ::poll(fds, count, poll_timeout(deadline));
+        const int rc = g_syscalls.poll(fds, count, poll_timeout(deadline));
         if (rc >= 0) {
             // poll rounds to milliseconds; do not report a timeout before the deadline.
             if (rc == 0 && deadline && Clock::now() < *deadline) continue;
@@ -85,18 +97,23 @@ unsigned wait_io(int fd, bool also_readable, Deadline deadline) {
 }
 
 long recv_some(int fd, void* buffer, std::size_t size) {
-    const long n = retry_eintr(::recv, fd, buffer, size, MSG_DONTWAIT);
-    if (n >= 0) return n;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return -1;
-    // A peer that exits with unread data resets the connection: for us that is
-    // the end of the stream, like EOF (data queued before it was already read).
-    if (errno == ECONNRESET || errno == EPIPE) return 0;
-    throw_system_error(errno, "recv");
+    for (int resets = 0;; ++resets) {
+        const long n = retry_eintr(g_syscalls.recv, fd, buffer, size, MSG_DONTWAIT);
+        if (n >= 0) return n;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return -1;
+        // A peer that exits with unread data in its own receive queue makes
+        // the kernel report ECONNRESET to us once (the error is cleared as it
+        // is reported). Linux returns queued data before that error; read once
+        // more anyway so no kernel ordering can strand a frame, then call it EOF.
+        if (errno == ECONNRESET && resets == 0) continue;
+        if (errno == ECONNRESET || errno == EPIPE) return 0;
+        throw_system_error(errno, "recv");
+    }
 }
 
 SendResult send_some(int fd, const void* data, std::size_t size, bool block, std::size_t& sent) {
     const int flags = MSG_NOSIGNAL | (block ? 0 : MSG_DONTWAIT);
-    const long n = retry_eintr(::send, fd, data, size, flags);
+    const long n = retry_eintr(g_syscalls.send, fd, data, size, flags);
     if (n >= 0) {
         sent = static_cast<std::size_t>(n);
         return SendResult::ok;

@@ -38,8 +38,8 @@ enum class SendOutcome {
 
 class Link {
 public:
-    /// Takes the connected socket and sends the hello frame. Throws
-    /// ChannelClosed if the peer is already gone, SystemError otherwise.
+    /// Takes the connected socket and sends the hello frame (a peer already
+    /// gone is not an error here: what it sent stays readable). Throws SystemError.
     Link(UniqueFd fd, std::uint64_t fingerprint, std::size_t max_frame_size);
 
     [[nodiscard]] int fd() const noexcept { return fd_.get(); }
