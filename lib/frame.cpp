@@ -176,6 +176,7 @@ long FrameReader::fill(int fd) {
 }
 
 void FrameReader::feed(std::string_view bytes) {
+    if (bytes.empty()) return;
     if (begin_ == end_) begin_ = end_ = 0;
     reserve_tail(bytes.size());
     std::memcpy(buf_.data() + end_, bytes.data(), bytes.size());

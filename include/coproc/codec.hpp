@@ -42,7 +42,9 @@ class BufferOutputArchive : public cereal::OutputArchive<BufferOutputArchive, ce
 public:
     explicit BufferOutputArchive(std::string& out)
         : cereal::OutputArchive<BufferOutputArchive, cereal::AllowEmptyClassElision>(this), out_(out) {}
-    void saveBinary(const void* data, std::size_t size) { out_.append(static_cast<const char*>(data), size); }
+    void saveBinary(const void* data, std::size_t size) {
+        if (size != 0) out_.append(static_cast<const char*>(data), size);
+    }
 
 private:
     std::string& out_;
@@ -56,6 +58,7 @@ public:
         : cereal::InputArchive<BufferInputArchive, cereal::AllowEmptyClassElision>(this), in_(in) {}
     void loadBinary(void* data, std::size_t size) {
         if (size > in_.size() - pos_) throw ProtocolError("coproc: truncated message payload");
+        if (size == 0) return;  // data may be null (an empty vector's): memcpy must not see it
         std::memcpy(data, in_.data() + pos_, size);
         pos_ += size;
     }
@@ -79,6 +82,14 @@ template <class T>
     requires std::is_arithmetic_v<T>
 void CEREAL_LOAD_FUNCTION_NAME(BufferInputArchive& ar, T& t) {
     ar.loadBinary(std::addressof(t), sizeof(t));
+}
+// A bool is one byte on the wire; any other value than 0 or 1 would be
+// undefined behaviour once loaded, so it is bad input.
+inline void CEREAL_LOAD_FUNCTION_NAME(BufferInputArchive& ar, bool& b) {
+    unsigned char byte = 0;
+    ar.loadBinary(&byte, 1);
+    if (byte > 1) throw ProtocolError("coproc: invalid bool in message payload");
+    b = byte == 1;
 }
 template <class Archive, class T>
     requires(std::is_same_v<Archive, BufferInputArchive> || std::is_same_v<Archive, BufferOutputArchive>)
