@@ -11,8 +11,13 @@ extern "C" {
 #include <sys/pidfd.h>
 }
 
+#include <fcntl.h>
+
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <vector>
@@ -50,6 +55,24 @@ std::vector<int> registry_snapshot() {
     return r.fds;
 }
 
+// pidfd_open needs Linux 5.3; valgrind 3.19 does not know it either.
+// COPROC_FORCE_EXIT_PIPE=1 selects the fallback (the test suite runs both).
+bool pidfd_supported() {
+    static const bool supported = [] {
+        if (const char* force = std::getenv("COPROC_FORCE_EXIT_PIPE"); force != nullptr && *force == '1') return false;
+        const int fd = ::pidfd_open(::getpid(), 0);
+        if (fd < 0) return false;
+        ::close(fd);
+        return true;
+    }();
+    return supported;
+}
+
+ExitStatus decode_wait_status(int status) {
+    if (WIFEXITED(status)) return ExitStatus::exited_with(WEXITSTATUS(status));
+    return ExitStatus::killed_by(WTERMSIG(status));
+}
+
 ExitStatus decode(const siginfo_t& info) {
     if (info.si_code == CLD_EXITED) return ExitStatus::exited_with(info.si_status);
     return ExitStatus::killed_by(info.si_status);
@@ -62,8 +85,8 @@ bool is_crash_signal(int sig) {
 
 // Runs in the child between fork and the body: async-signal-safe calls only,
 // no allocation (another thread of the parent may have held the heap lock).
-[[noreturn]] void start_child(const std::vector<int>& close_fds, int channel_fd, pid_t parent, int death_signal,
-                              ChildBody body, void* context) {
+[[noreturn]] void start_child(const std::vector<int>& close_fds, int channel_fd, int exit_pipe_read, pid_t parent,
+                              int death_signal, ChildBody body, void* context) {
     // Default dispositions first, then unblock: a parent handler must never
     // run in the child. Catch2 and other frameworks install crash handlers.
     struct sigaction dfl {};
@@ -78,6 +101,7 @@ bool is_crash_signal(int sig) {
     for (const int fd : close_fds) {
         if (fd != channel_fd) (void)::close(fd);
     }
+    if (exit_pipe_read >= 0) (void)::close(exit_pipe_read);  // we keep only the write end
     if (death_signal != 0) {
         (void)::prctl(PR_SET_PDEATHSIG, death_signal);
         // The parent may have died before prctl: then nobody will signal us.
@@ -117,6 +141,14 @@ void FdRegistration::reset() noexcept {
 std::unique_ptr<ChildProcess> ChildProcess::fork(int channel_fd, int parent_death_signal, ChildBody body,
                                                  void* context) {
     // Everything the child needs is prepared before fork.
+    const bool use_pidfd = pidfd_supported();
+    UniqueFd exit_read, exit_write;
+    if (!use_pidfd) {
+        int p[2];
+        check_unix(::pipe2(p, O_CLOEXEC), "pipe2");
+        exit_read.reset(p[0]);
+        exit_write.reset(p[1]);
+    }
     const std::vector<int> close_fds = registry_snapshot();
     const pid_t parent = ::getpid();
     std::fflush(nullptr);  // or buffered output would be written twice
@@ -130,60 +162,86 @@ std::unique_ptr<ChildProcess> ChildProcess::fork(int channel_fd, int parent_deat
     }
     (void)::pthread_sigmask(SIG_SETMASK, &all, &old);
     const pid_t pid = ::fork();
-    if (pid == 0) start_child(close_fds, channel_fd, parent, parent_death_signal, body, context);
+    if (pid == 0) start_child(close_fds, channel_fd, exit_read.get(), parent, parent_death_signal, body, context);
     const int fork_errno = errno;
     (void)::pthread_sigmask(SIG_SETMASK, &old, nullptr);
     if (pid < 0) throw SpawnError(fmt::format("coproc: fork failed: {}", std::strerror(fork_errno)));
 
-    const int pidfd = ::pidfd_open(pid, 0);
+    if (!use_pidfd) {
+        exit_write.reset();  // only the child holds it now: EOF when it exits
+        return std::unique_ptr<ChildProcess>(new ChildProcess(pid, std::move(exit_read), false));
+    }
+    const int pidfd = ::pidfd_open(pid, 0);  // sets O_CLOEXEC itself
     if (pidfd < 0) {
         const int err = errno;
         (void)::kill(pid, SIGKILL);
         (void)retry_eintr(::waitpid, pid, nullptr, 0);
         throw SpawnError(fmt::format("coproc: pidfd_open failed: {}", std::strerror(err)));
     }
-    // pidfd_open sets O_CLOEXEC itself.
-    return std::unique_ptr<ChildProcess>(new ChildProcess(pid, UniqueFd(pidfd)));
+    return std::unique_ptr<ChildProcess>(new ChildProcess(pid, UniqueFd(pidfd), true));
 }
 
-ChildProcess::ChildProcess(long pid, UniqueFd pidfd)
-    : pid_(pid), pidfd_(std::move(pidfd)), pidfd_registration_(pidfd_.get()) {}
+ChildProcess::ChildProcess(long pid, UniqueFd exit_fd, bool is_pidfd)
+    : pid_(pid), exit_fd_(std::move(exit_fd)), is_pidfd_(is_pidfd), exit_fd_registration_(exit_fd_.get()) {}
 
 ChildProcess::~ChildProcess() {
     if (!status_) (void)kill_and_reap();
 }
 
-bool ChildProcess::poll() {
-    if (status_) return true;
-    siginfo_t info{};
-    const int rc = retry_eintr(::waitid, static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_.get()), &info,
-                               WEXITED | WNOHANG);
-    if (rc == -1) {
-        // ECHILD: someone else reaped our child (the docs say not to).
-        if (errno == ECHILD) {
-            status_ = ExitStatus::exited_with(-1);
+bool ChildProcess::reap_now() {
+    if (is_pidfd_) {
+        siginfo_t info{};
+        const int rc = retry_eintr(::waitid, static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(exit_fd_.get()), &info,
+                                   WEXITED | WNOHANG);
+        if (rc == 0 && info.si_pid == 0) return false;
+        if (rc == 0) {
+            status_ = decode(info);
             return true;
         }
-        throw_system_error(errno, "waitid");
+    } else {
+        int status = 0;
+        const pid_t rc = retry_eintr(::waitpid, static_cast<pid_t>(pid_), &status, WNOHANG);
+        if (rc == 0) return false;
+        if (rc > 0) {
+            status_ = decode_wait_status(status);
+            return true;
+        }
     }
-    if (info.si_pid == 0) return false;
-    status_ = decode(info);
-    return true;
+    // ECHILD: someone else reaped our child (the docs say not to).
+    if (errno == ECHILD) {
+        status_ = ExitStatus::exited_with(-1);
+        return true;
+    }
+    throw_system_error(errno, "waitid");
 }
+
+bool ChildProcess::poll() { return status_ || reap_now(); }
 
 std::optional<ExitStatus> ChildProcess::wait(Deadline deadline, Link* link) {
     while (!poll()) {
         const int extra = link != nullptr && !link->peer_gone() ? link->fd() : -1;
-        const unsigned ready = wait_readable(pidfd_.get(), extra, deadline);
+        const unsigned ready = wait_readable(exit_fd_.get(), extra, deadline);
         if (ready == ready_none) return std::nullopt;
         if ((ready & ready_extra) != 0) link->buffer_incoming();
+        if ((ready & ready_fd) != 0 && !is_pidfd_ && !poll()) {
+            // Exit pipe at EOF: the child closes it as it exits, a moment
+            // before it can be reaped (or it closed the pipe itself: then we
+            // can only poll, briefly, until the deadline).
+            if (deadline && Clock::now() >= *deadline) return std::nullopt;
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
+        }
     }
     return status_;
 }
 
 void ChildProcess::signal(int sig) noexcept {
     if (status_) return;
-    (void)::pidfd_send_signal(pidfd_.get(), sig, nullptr, 0);
+    // Without a pidfd, kill() is still race-free here: the pid cannot be
+    // reused before we reap it, and we are its only reaper.
+    if (is_pidfd_)
+        (void)::pidfd_send_signal(exit_fd_.get(), sig, nullptr, 0);
+    else
+        (void)::kill(static_cast<pid_t>(pid_), sig);
 }
 
 ExitStatus ChildProcess::kill_and_reap() noexcept {

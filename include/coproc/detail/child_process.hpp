@@ -63,17 +63,23 @@ public:
     /// SIGKILL and blocking reap. Never throws.
     ExitStatus kill_and_reap() noexcept;
 
-    [[nodiscard]] int liveness_fd() const noexcept override { return pidfd_.get(); }
+    [[nodiscard]] int liveness_fd() const noexcept override { return exit_fd_.get(); }
     /// Waits up to 1 s for the exit, then throws WorkerDied (or ChannelClosed
     /// if the child closed its channel but still runs).
     [[noreturn]] void raise_peer_closed() override;
 
 private:
-    ChildProcess(long pid, UniqueFd pidfd);
+    ChildProcess(long pid, UniqueFd exit_fd, bool is_pidfd);
+    // Non-blocking reap through waitid(P_PIDFD) or waitpid.
+    bool reap_now();
 
     long pid_;
-    UniqueFd pidfd_;
-    FdRegistration pidfd_registration_;
+    // Readable once the child has exited: its pidfd, or, where the kernel (or
+    // valgrind) lacks pidfd_open, the read end of a pipe whose write end only
+    // the child holds.
+    UniqueFd exit_fd_;
+    bool is_pidfd_;
+    FdRegistration exit_fd_registration_;
     std::optional<ExitStatus> status_;
 };
 
