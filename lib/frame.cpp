@@ -119,10 +119,26 @@ void throw_error_payload(std::string_view payload) {
     throw_remote(std::string(type_name), std::string(message));
 }
 
+namespace {
+Channel make_channel(unsigned char kind, std::uint64_t integer, std::string_view name) {
+    if (kind == 1) return Channel(static_cast<std::int64_t>(integer));
+    if (kind == 2) return Channel(name);
+    return Channel{};
+}
+}  // namespace
+
 std::optional<FrameView> FrameReader::next() {
+    if (direct_) {
+        if (large_filled_ < large_.size()) return std::nullopt;
+        direct_ = false;
+        const std::string_view body = large_.view();
+        return FrameView{large_kind_, large_priority_,
+                         make_channel(large_chan_kind_, large_chan_int_, body.substr(0, large_name_len_)),
+                         body.substr(large_name_len_), &large_};
+    }
     const std::size_t avail = end_ - begin_;
     if (avail < frame_header_size) return std::nullopt;
-    const char* h = buf_.data() + begin_;
+    const char* h = buf_.get() + begin_;
     if (static_cast<unsigned char>(h[0]) != frame_magic) throw ProtocolError("coproc: bad frame magic");
     const auto kind = static_cast<unsigned char>(h[1]);
     if (kind < 1 || kind > 6) throw ProtocolError("coproc: unknown frame kind " + std::to_string(kind));
@@ -139,16 +155,32 @@ std::optional<FrameView> FrameReader::next() {
     if (payload_len > max_frame_ || name_len > max_frame_ || name_len + payload_len > max_frame_)
         throw ProtocolError("coproc: frame of " + std::to_string(name_len + payload_len) +
                             " bytes exceeds the maximum frame size of " + std::to_string(max_frame_));
-    const std::size_t total = frame_header_size + static_cast<std::size_t>(name_len + payload_len);
+    const auto body_len = static_cast<std::size_t>(name_len + payload_len);
+    const std::size_t total = frame_header_size + body_len;
     if (avail < total) {
+        if (body_len > direct_read_threshold) {
+            // Read the rest straight into the frame's own buffer.
+            if (spare_.reuse_for(body_len))
+                large_ = std::move(spare_);
+            else
+                large_ = Bytes::uninitialized(body_len);
+            large_filled_ = avail - frame_header_size;
+            if (large_filled_ != 0) std::memcpy(large_.data(), h + frame_header_size, large_filled_);
+            large_kind_ = static_cast<FrameKind>(kind);
+            large_priority_ = priority;
+            large_chan_kind_ = chan_kind;
+            large_chan_int_ = chan_int;
+            large_name_len_ = static_cast<std::size_t>(name_len);
+            direct_ = true;
+            begin_ = end_ = 0;  // everything buffered belonged to this frame
+            need_ = frame_header_size;
+            return std::nullopt;
+        }
         need_ = total;
         return std::nullopt;
     }
     const char* body = h + frame_header_size;
-    Channel channel;
-    if (chan_kind == 1) channel = Channel(static_cast<std::int64_t>(chan_int));
-    if (chan_kind == 2) channel = Channel(std::string_view(body, name_len));
-    FrameView view{static_cast<FrameKind>(kind), priority, std::move(channel),
+    FrameView view{static_cast<FrameKind>(kind), priority, make_channel(chan_kind, chan_int, std::string_view(body, name_len)),
                    std::string_view(body + name_len, static_cast<std::size_t>(payload_len))};
     begin_ += total;
     need_ = frame_header_size;
@@ -156,30 +188,59 @@ std::optional<FrameView> FrameReader::next() {
 }
 
 void FrameReader::reserve_tail(std::size_t want) {
-    if (buf_.size() - end_ >= want) return;
+    if (cap_ - end_ >= want) return;
     if (begin_ > 0) {  // compact: move the partial frame to the front
-        std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
+        std::memmove(buf_.get(), buf_.get() + begin_, end_ - begin_);
         end_ -= begin_;
         begin_ = 0;
     }
-    if (buf_.size() - end_ < want) buf_.resize(end_ + want);
+    if (cap_ - end_ >= want) return;
+    const std::size_t cap = std::max(end_ + want, 2 * cap_);
+    std::unique_ptr<char[]> bigger(new char[cap]);  // default-init: not zero-filled
+    if (end_ != 0) std::memcpy(bigger.get(), buf_.get(), end_);
+    buf_ = std::move(bigger);
+    cap_ = cap;
 }
 
-long FrameReader::fill(int fd) {
-    if (begin_ == end_) begin_ = end_ = 0;
-    constexpr std::size_t chunk = 64 * 1024;
-    const std::size_t missing = need_ > buffered() ? need_ - buffered() : 0;
-    reserve_tail(std::max(missing, chunk));
-    const long n = recv_some(fd, buf_.data() + end_, buf_.size() - end_);
-    if (n > 0) end_ += static_cast<std::size_t>(n);
+long FrameReader::fill(int fd) { return fill_impl(fd, false); }
+long FrameReader::fill_blocking(int fd) { return fill_impl(fd, true); }
+
+long FrameReader::fill_impl(int fd, bool block) {
+    char* dest = nullptr;
+    std::size_t space = 0;
+    if (direct_) {
+        dest = large_.data() + large_filled_;
+        space = large_.size() - large_filled_;
+    } else {
+        if (begin_ == end_) begin_ = end_ = 0;
+        constexpr std::size_t chunk = 64 * 1024;
+        const std::size_t missing = need_ > end_ - begin_ ? need_ - (end_ - begin_) : 0;
+        reserve_tail(std::max(missing, chunk));
+        dest = buf_.get() + end_;
+        space = cap_ - end_;
+    }
+    const long n = block ? recv_blocking(fd, dest, space) : recv_some(fd, dest, space);
+    last_short_ = n >= 0 && static_cast<std::size_t>(n) < space;
+    if (n > 0) {
+        if (direct_)
+            large_filled_ += static_cast<std::size_t>(n);
+        else
+            end_ += static_cast<std::size_t>(n);
+    }
     return n;
 }
 
 void FrameReader::feed(std::string_view bytes) {
+    if (direct_) {
+        const std::size_t n = std::min(bytes.size(), large_.size() - large_filled_);
+        if (n != 0) std::memcpy(large_.data() + large_filled_, bytes.data(), n);
+        large_filled_ += n;
+        bytes.remove_prefix(n);
+    }
     if (bytes.empty()) return;
     if (begin_ == end_) begin_ = end_ = 0;
     reserve_tail(bytes.size());
-    std::memcpy(buf_.data() + end_, bytes.data(), bytes.size());
+    std::memcpy(buf_.get() + end_, bytes.data(), bytes.size());
     end_ += bytes.size();
 }
 

@@ -67,9 +67,33 @@ void Link::handle_hello(const FrameView& frame) {
     hello_seen_ = true;
 }
 
+void Link::set_watch(PeerWatch* watch) {
+    watch_ = watch;
+    if (watch_ != nullptr) set_receive_timeout(fd_.get(), std::chrono::seconds(1));
+}
+
+void Link::wait_for_data() {
+    if (peer_gone() || reader_.has_complete()) return;
+    const long n = reader_.fill_blocking(fd_.get());
+    if (n > 0) {
+        dry_ = false;
+        skip_read_ = reader_.last_fill_short();
+    } else if (n == 0) {
+        eof_ = dry_ = true;
+    } else if (watch_ != nullptr && !watch_fired_) {
+        // The heartbeat: nothing for a second; has the peer died meanwhile?
+        if ((wait_readable(watch_->liveness_fd(), -1, Clock::now()) & ready_fd) != 0) {
+            watch_fired_ = true;
+            dry_ = false;
+        }
+    }
+}
+
 std::size_t Link::drain(Sink sink, void* context) {
     std::size_t delivered = 0;
     std::size_t read_total = 0;
+    // A short read just now means the socket is empty: do not ask it again.
+    bool socket_empty = std::exchange(skip_read_, false);
     for (;;) {
         while (auto frame = reader_.next()) {
             if (!hello_seen_ || frame->kind == FrameKind::hello) {
@@ -89,6 +113,10 @@ std::size_t Link::drain(Sink sink, void* context) {
             }
         }
         if (eof_ || read_total >= drain_budget) return delivered;
+        if (socket_empty) {
+            dry_ = true;
+            return delivered;
+        }
         const long n = reader_.fill(fd_.get());
         if (n < 0) {
             dry_ = true;
@@ -99,6 +127,7 @@ std::size_t Link::drain(Sink sink, void* context) {
             continue;  // parse what is left, then return
         }
         dry_ = false;
+        socket_empty = reader_.last_fill_short();
         read_total += static_cast<std::size_t>(n);
     }
 }

@@ -5,6 +5,7 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -96,9 +97,10 @@ unsigned wait_io(int fd, bool also_readable, Deadline deadline) {
     return mask;
 }
 
-long recv_some(int fd, void* buffer, std::size_t size) {
+namespace {
+long recv_with(int fd, void* buffer, std::size_t size, int flags) {
     for (int resets = 0;; ++resets) {
-        const long n = retry_eintr(g_syscalls.recv, fd, buffer, size, MSG_DONTWAIT);
+        const long n = retry_eintr(g_syscalls.recv, fd, buffer, size, flags);
         if (n >= 0) return n;
         if (errno == EAGAIN || errno == EWOULDBLOCK) return -1;
         // A peer that exits with unread data in its own receive queue makes
@@ -109,6 +111,16 @@ long recv_some(int fd, void* buffer, std::size_t size) {
         if (errno == ECONNRESET || errno == EPIPE) return 0;
         throw_system_error(errno, "recv");
     }
+}
+}  // namespace
+
+long recv_some(int fd, void* buffer, std::size_t size) { return recv_with(fd, buffer, size, MSG_DONTWAIT); }
+long recv_blocking(int fd, void* buffer, std::size_t size) { return recv_with(fd, buffer, size, 0); }
+
+void set_receive_timeout(int fd, std::chrono::milliseconds timeout) {
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
+    timeval tv{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)};
+    check_unix(::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), "setsockopt(SO_RCVTIMEO)");
 }
 
 SendResult send_some(int fd, const void* data, std::size_t size, bool block, std::size_t& sent) {

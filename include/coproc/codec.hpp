@@ -7,7 +7,7 @@
 //
 // Any type cereal can serialize works (include the cereal/types/*.hpp headers
 // for the standard types you use; coproc includes string, vector, variant,
-// optional, map, utility and tuple for you).
+// optional, map, array, utility and tuple for you).
 //
 // Untrusted input: decode() checks every cereal size prefix against the bytes
 // left before cereal allocates, so a 2^60 vector length is a ProtocolError,
@@ -25,6 +25,7 @@
 #include <vector>
 
 #include <cereal/cereal.hpp>
+#include <cereal/types/array.hpp>
 #include <cereal/types/map.hpp>
 #include <cereal/types/optional.hpp>
 #include <cereal/types/string.hpp>

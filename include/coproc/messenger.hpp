@@ -58,8 +58,10 @@ struct MessengerOptions {
 namespace detail {
 /// A received data frame, queued undecoded until popped.
 struct QueuedFrame {
-    std::string payload;
+    Bytes bytes;               // the payload (large frames: channel name, then payload)
+    std::uint32_t offset = 0;  // where the payload starts in `bytes`
     bool is_reply = false;
+    [[nodiscard]] std::string_view payload() const noexcept { return bytes.view().substr(offset); }
 };
 }  // namespace detail
 
@@ -179,8 +181,9 @@ public:
     [[nodiscard]] std::vector<Msg> receive_available(const Channel& channel = {}) {
         drain();
         std::vector<Msg> out;
-        out.reserve(queue_.size(channel));
-        while (!queue_.empty(channel)) out.push_back(pop_from_queue(channel));
+        const std::size_t n = queue_.size(channel);
+        out.reserve(n);
+        for (std::size_t i = 0; i < n; ++i) out.push_back(pop_from_queue(channel));
         return out;
     }
 
@@ -211,8 +214,9 @@ public:
     /// Throws std::out_of_range if none is queued, ProtocolError if it does not decode.
     [[nodiscard]] Msg pop_from_queue(const Channel& channel = {}) {
         detail::QueuedFrame frame = queue_.get(channel);
-        Msg message = decode<Msg>(frame.payload);
+        Msg message = decode<Msg>(frame.payload());
         ctr_.count_received(channel, frame.is_reply);
+        if (frame.bytes.heap_capacity() > detail::direct_read_threshold) link_.recycle(std::move(frame.bytes));
         return message;
     }
 
@@ -232,9 +236,16 @@ public:
 
 private:
     static void enqueue(void* self, const detail::FrameView& frame) {
-        static_cast<BasicMessenger*>(self)->queue_.put(
-            detail::QueuedFrame{std::string(frame.payload), frame.kind == detail::FrameKind::reply}, frame.priority,
-            frame.channel);
+        detail::QueuedFrame queued;
+        queued.is_reply = frame.kind == detail::FrameKind::reply;
+        if (frame.owned != nullptr) {
+            // A large frame read into its own buffer: keep that buffer, no copy.
+            queued.offset = static_cast<std::uint32_t>(frame.payload.data() - frame.owned->data());
+            queued.bytes = std::move(*frame.owned);
+        } else {
+            queued.bytes = detail::Bytes::copy_of(frame.payload);
+        }
+        static_cast<BasicMessenger*>(self)->queue_.put(std::move(queued), frame.priority, frame.channel);
     }
     std::size_t drain() { return link_.drain(&BasicMessenger::enqueue, this); }
 
@@ -281,18 +292,21 @@ private:
 
     Msg receive_until(const Channel& channel, detail::Deadline deadline) {
         for (;;) {
+            // Nothing queued and no deadline: a blocking read is the drain.
+            if (!deadline && queue_.empty(channel)) link_.wait_for_data();
             drain();
             if (!queue_.empty(channel)) return pop_from_queue(channel);
             if (link_.peer_gone()) link_.raise_peer_closed();
-            if (!link_.wait(deadline)) throw Timeout("coproc: receive timed out");
+            if (deadline && !link_.wait(deadline)) throw Timeout("coproc: receive timed out");
         }
     }
 
     void await_available_until(detail::Deadline deadline) {
         for (;;) {
+            if (!deadline) link_.wait_for_data();
             if (drain() > 0) return;
             if (link_.peer_gone()) link_.raise_peer_closed();
-            if (!link_.wait(deadline)) throw Timeout("coproc: await_available timed out");
+            if (deadline && !link_.wait(deadline)) throw Timeout("coproc: await_available timed out");
         }
     }
 

@@ -28,6 +28,27 @@
 
 namespace coproc {
 
+namespace detail {
+/// A cached pointer that a move hands over and clears in the source (the
+/// moved-from container no longer owns the node it points to).
+template <class P>
+struct CachedPtr {
+    P* ptr = nullptr;
+    CachedPtr() noexcept = default;
+    CachedPtr(CachedPtr&& o) noexcept : ptr(std::exchange(o.ptr, nullptr)) {}
+    CachedPtr& operator=(CachedPtr&& o) noexcept {
+        ptr = std::exchange(o.ptr, nullptr);
+        return *this;
+    }
+    CachedPtr(const CachedPtr&) noexcept {}  // a copy caches nothing
+    CachedPtr& operator=(const CachedPtr&) noexcept {
+        ptr = nullptr;
+        return *this;
+    }
+    ~CachedPtr() = default;
+};
+}  // namespace detail
+
 inline constexpr double no_priority = std::numeric_limits<double>::infinity();
 
 /// FIFO queue of one channel's items, ordered by priority then arrival.
@@ -83,20 +104,20 @@ public:
     static constexpr std::string_view type_name = "MultiQueue";
     static constexpr bool uses_priority = false;
 
-    void put(T item, const Channel& channel = {}) { queues_[channel].push_back(std::move(item)); }
+    void put(T item, const Channel& channel = {}) { slot(channel).push_back(std::move(item)); }
     /// Same as put(item, channel): a MultiQueue ignores priorities.
     void put(T item, double /*priority*/, const Channel& channel) { put(std::move(item), channel); }
     /// Throws std::out_of_range if the channel is empty.
     T get(const Channel& channel = {}) {
-        auto it = queues_.find(channel);
-        if (it == queues_.end() || it->second.empty()) throw std::out_of_range("Cannot pop from empty queue");
-        T item = std::move(it->second.front());
-        it->second.pop_front();
+        auto* q = find(channel);
+        if (q == nullptr || q->empty()) throw std::out_of_range("Cannot pop from empty queue");
+        T item = std::move(q->front());
+        q->pop_front();
         return item;
     }
     [[nodiscard]] std::size_t size(const Channel& channel = {}) const {
-        auto it = queues_.find(channel);
-        return it == queues_.end() ? 0 : it->second.size();
+        const auto* q = find(channel);
+        return q == nullptr ? 0 : q->size();
     }
     [[nodiscard]] bool empty(const Channel& channel = {}) const { return size(channel) == 0; }
     /// Items queued on all channels.
@@ -112,7 +133,25 @@ public:
     }
 
 private:
-    std::map<Channel, std::deque<T>> queues_;
+    using Slot = std::deque<T>;
+    // Most traffic uses one channel: remember the last one looked up (map
+    // nodes are stable, so the pointer stays valid).
+    const Slot* find(const Channel& channel) const {
+        if (last_.ptr != nullptr && last_.ptr->first == channel) return &last_.ptr->second;
+        auto it = queues_.find(channel);
+        if (it == queues_.end()) return nullptr;
+        last_.ptr = &*it;
+        return &it->second;
+    }
+    Slot* find(const Channel& channel) { return const_cast<Slot*>(std::as_const(*this).find(channel)); }
+    Slot& slot(const Channel& channel) {
+        if (auto* q = find(channel)) return *q;
+        auto it = queues_.try_emplace(channel).first;
+        last_.ptr = &*it;
+        return it->second;
+    }
+    std::map<Channel, Slot> queues_;
+    mutable detail::CachedPtr<const typename std::map<Channel, Slot>::value_type> last_;
 };
 
 /// One PriorityQueue per channel.
@@ -122,18 +161,16 @@ public:
     static constexpr std::string_view type_name = "PriorityMultiQueue";
     static constexpr bool uses_priority = true;
 
-    void put(T item, double priority, const Channel& channel = {}) {
-        queues_[channel].put(std::move(item), priority);
-    }
+    void put(T item, double priority, const Channel& channel = {}) { slot(channel).put(std::move(item), priority); }
     /// Throws std::out_of_range if the channel is empty.
     T get(const Channel& channel = {}) {
-        auto it = queues_.find(channel);
-        if (it == queues_.end()) throw std::out_of_range("Cannot pop from empty queue");
-        return it->second.get();
+        auto* q = find(channel);
+        if (q == nullptr) throw std::out_of_range("Cannot pop from empty queue");
+        return q->get();
     }
     [[nodiscard]] std::size_t size(const Channel& channel = {}) const {
-        auto it = queues_.find(channel);
-        return it == queues_.end() ? 0 : it->second.size();
+        const auto* q = find(channel);
+        return q == nullptr ? 0 : q->size();
     }
     [[nodiscard]] bool empty(const Channel& channel = {}) const { return size(channel) == 0; }
     [[nodiscard]] std::size_t total_size() const {
@@ -147,7 +184,23 @@ public:
     }
 
 private:
-    std::map<Channel, PriorityQueue<T>> queues_;
+    using Slot = PriorityQueue<T>;
+    const Slot* find(const Channel& channel) const {
+        if (last_.ptr != nullptr && last_.ptr->first == channel) return &last_.ptr->second;
+        auto it = queues_.find(channel);
+        if (it == queues_.end()) return nullptr;
+        last_.ptr = &*it;
+        return &it->second;
+    }
+    Slot* find(const Channel& channel) { return const_cast<Slot*>(std::as_const(*this).find(channel)); }
+    Slot& slot(const Channel& channel) {
+        if (auto* q = find(channel)) return *q;
+        auto it = queues_.try_emplace(channel).first;
+        last_.ptr = &*it;
+        return it->second;
+    }
+    std::map<Channel, Slot> queues_;
+    mutable detail::CachedPtr<const typename std::map<Channel, Slot>::value_type> last_;
 };
 
 namespace detail {

@@ -152,6 +152,9 @@ private:
         auto& ctx = *static_cast<ChildContext<Call>*>(context);
         int code = 1;
         try {
+            // Workers this worker starts must not inherit its channel: they
+            // would keep the host from seeing EOF when this worker dies.
+            const detail::FdRegistration own_channel(fd);
             Messenger m(detail::UniqueFd(fd), ctx.options);
             try {
                 code = (*ctx.call)(m);

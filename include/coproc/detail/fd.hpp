@@ -99,6 +99,13 @@ enum : unsigned { io_none = 0, io_writable = 1, io_readable = 2 };
 /// connection reset), or -1 when nothing is readable now. Throws SystemError.
 [[nodiscard]] long recv_some(int fd, void* buffer, std::size_t size);
 
+/// One blocking recv: like recv_some, but waits for data; -1 when the
+/// socket's receive timeout (SO_RCVTIMEO) ended the wait.
+[[nodiscard]] long recv_blocking(int fd, void* buffer, std::size_t size);
+
+/// Sets SO_RCVTIMEO: blocking receives return at least this often.
+void set_receive_timeout(int fd, std::chrono::milliseconds timeout);
+
 /// Outcome of send_some.
 enum class SendResult { ok, would_block, peer_closed };
 

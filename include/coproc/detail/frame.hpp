@@ -24,9 +24,10 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <vector>
+#include <memory>
 
 #include "coproc/channel.hpp"
+#include "coproc/detail/bytes.hpp"
 
 namespace coproc::detail {
 
@@ -39,13 +40,20 @@ inline constexpr std::uint32_t protocol_version = 1;
 inline constexpr std::size_t default_max_frame_size = std::size_t{256} << 20;
 
 /// A decoded frame; its views point into the reader's buffer and stay valid
-/// until the reader's next fill().
+/// until the reader's next fill() or next().
 struct FrameView {
     FrameKind kind;
     double priority;
     Channel channel;
     std::string_view payload;
+    /// For a large frame read straight into its own buffer: that buffer, which
+    /// the receiver may move from (payload keeps pointing into it). Else null.
+    Bytes* owned = nullptr;
 };
+
+/// Frames whose body is larger than this are read directly into a buffer of
+/// their own instead of through the reader's buffer (one copy less).
+inline constexpr std::size_t direct_read_threshold = 256 * 1024;
 
 /// Appends the header and channel name of a frame whose payload the caller
 /// appends next; returns the frame's start offset for finish_frame.
@@ -81,22 +89,57 @@ public:
     /// stream, -1 when nothing is readable.
     [[nodiscard]] long fill(int fd);
 
+    /// One blocking read (the socket's SO_RCVTIMEO may end it early: then -1).
+    [[nodiscard]] long fill_blocking(int fd);
+
+    /// True if the last fill got less than it asked for: the socket was empty
+    /// after it, so another read now would only say EAGAIN.
+    [[nodiscard]] bool last_fill_short() const noexcept { return last_short_; }
+
+    /// True if next() may return a frame without reading (conservative).
+    [[nodiscard]] bool has_complete() const noexcept {
+        if (direct_) return large_filled_ == large_.size();
+        const std::size_t avail = end_ - begin_;
+        return avail >= frame_header_size && avail >= need_;
+    }
+
+    /// Gives back a large frame's buffer once its payload was decoded, to be
+    /// reused by the next large frame (freeing and re-faulting megabytes per
+    /// message costs more than copying them).
+    void recycle(Bytes&& bytes) noexcept {
+        if (bytes.heap_capacity() > spare_.heap_capacity()) spare_ = std::move(bytes);
+    }
+
     /// Appends bytes as if read (tests and fuzzers).
     void feed(std::string_view bytes);
 
-    /// Bytes buffered but not yet returned by next().
-    [[nodiscard]] std::size_t buffered() const noexcept { return end_ - begin_; }
+    /// Bytes received but not yet returned by next().
+    [[nodiscard]] std::size_t buffered() const noexcept { return end_ - begin_ + (direct_ ? large_filled_ : 0); }
     [[nodiscard]] std::size_t max_frame_size() const noexcept { return max_frame_; }
 
 private:
     // Makes room for at least `want` more bytes after end_.
     void reserve_tail(std::size_t want);
+    long fill_impl(int fd, bool block);
 
-    std::vector<char> buf_;
+    std::unique_ptr<char[]> buf_;  // not zero-filled: only bytes we read are ever looked at
+    std::size_t cap_ = 0;
     std::size_t begin_ = 0;
     std::size_t end_ = 0;
     std::size_t need_ = frame_header_size;  // bytes the next frame needs in total
     std::size_t max_frame_;
+
+    // Direct mode: the body (channel name + payload) of one large frame.
+    bool direct_ = false;
+    Bytes large_;
+    std::size_t large_filled_ = 0;
+    FrameKind large_kind_ = FrameKind::data;
+    double large_priority_ = 0;
+    unsigned char large_chan_kind_ = 0;
+    std::uint64_t large_chan_int_ = 0;
+    std::size_t large_name_len_ = 0;
+    Bytes spare_;  // a recycled large-frame buffer
+    bool last_short_ = false;
 };
 
 /// FNV-1a 64-bit hash, used for message-type fingerprints.

@@ -44,7 +44,9 @@ public:
 
     [[nodiscard]] int fd() const noexcept { return fd_.get(); }
     [[nodiscard]] std::size_t max_frame_size() const noexcept { return reader_.max_frame_size(); }
-    void set_watch(PeerWatch* watch) noexcept { watch_ = watch; }
+    /// Watches the peer's death through `watch`. Blocking reads then wake at
+    /// least once a second to look at it. Throws SystemError.
+    void set_watch(PeerWatch* watch);
 
     /// Writes whole frames. Blocks until written (deadline nullopt) or the
     /// deadline passes. Raises the peer-closed exception if the peer is gone;
@@ -65,6 +67,16 @@ public:
     /// Blocks until more may be readable, the peer died, or the deadline.
     /// False on deadline. Call drain() and peer_gone() after it.
     [[nodiscard]] bool wait(Deadline deadline);
+
+    /// Untimed wait that is also the read: returns at once if a complete
+    /// frame is buffered or the peer is gone, else blocks in recv() until data
+    /// arrives (one system call where poll+recv would take two or three).
+    /// With a watch, wakes at least every second to check the peer's death.
+    /// Call drain() and peer_gone() after it.
+    void wait_for_data();
+
+    /// Gives a large frame's buffer back for reuse by the next large frame.
+    void recycle(Bytes&& bytes) noexcept { reader_.recycle(std::move(bytes)); }
 
     /// True when nothing more will ever arrive (EOF, or the watched peer died
     /// and the socket is drained).
@@ -98,6 +110,7 @@ private:
     bool eof_ = false;
     bool watch_fired_ = false;
     bool dry_ = false;
+    bool skip_read_ = false;  // the last blocking read was short: the socket is empty
     std::string out_;
     std::string pending_;  // the unwritten rest of a frame whose send timed out
 };

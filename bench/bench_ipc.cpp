@@ -1,0 +1,411 @@
+// coproc against the raw socketpair limit and its peers, in one run.
+//
+// Every process is pinned to one CPU (main() does it before any fork, and
+// children inherit it): on a 2-core VM, cross-core wake-ups swing ±20 % and
+// make ratios meaningless (bench/README.md). Each figure is reported per
+// message or per byte so the driver (scripts/bench) can form ratios.
+#include <benchmark/benchmark.h>
+
+#include <coproc/coproc.hpp>
+
+#include <sched.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <boost/interprocess/ipc/message_queue.hpp>
+#include <zmq.hpp>
+
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr std::size_t stream_batch = 10'000;  // messages per timed iteration in stream benchmarks
+using Chunk = std::array<char, 64>;            // a 64-byte message
+
+// ---------------------------------------------------------------- raw baselines
+
+void write_full(int fd, const void* p, std::size_t n) {
+    const char* c = static_cast<const char*>(p);
+    while (n > 0) {
+        const ssize_t w = ::send(fd, c, n, MSG_NOSIGNAL);
+        if (w <= 0) std::abort();
+        c += w;
+        n -= static_cast<std::size_t>(w);
+    }
+}
+bool read_full(int fd, void* p, std::size_t n) {
+    char* c = static_cast<char*>(p);
+    while (n > 0) {
+        const ssize_t r = ::read(fd, c, n);
+        if (r <= 0) return false;
+        c += r;
+        n -= static_cast<std::size_t>(r);
+    }
+    return true;
+}
+
+// A raw child on the other end of a socketpair, reaped at scope end.
+template <class Body>
+struct RawChild {
+    int fd = -1;
+    pid_t pid = -1;
+    explicit RawChild(Body body) {
+        int sv[2];
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) std::abort();
+        std::fflush(nullptr);
+        pid = ::fork();
+        if (pid == 0) {
+            ::close(sv[0]);
+            body(sv[1]);
+            ::_exit(0);
+        }
+        ::close(sv[1]);
+        fd = sv[0];
+    }
+    ~RawChild() {
+        ::close(fd);
+        ::waitpid(pid, nullptr, 0);
+    }
+};
+
+void BM_raw_rtt(benchmark::State& state) {
+    RawChild child([](int fd) {
+        char buf[16];
+        while (read_full(fd, buf, sizeof buf)) write_full(fd, buf, sizeof buf);
+    });
+    char msg[16] = "0123456789abcde";
+    for (auto _ : state) {
+        write_full(child.fd, msg, sizeof msg);
+        read_full(child.fd, msg, sizeof msg);
+    }
+    state.SetItemsProcessed(state.iterations());
+}
+
+// The receiver reads everything and acknowledges each batch of `stream_batch` 64-byte frames.
+void raw_sink(int fd) {
+    std::vector<char> buf(1 << 16);
+    std::size_t got = 0;
+    for (;;) {
+        const ssize_t r = ::read(fd, buf.data(), buf.size());
+        if (r <= 0) return;
+        got += static_cast<std::size_t>(r);
+        while (got >= stream_batch * 64) {
+            got -= stream_batch * 64;
+            write_full(fd, "k", 1);
+        }
+    }
+}
+
+void BM_raw_stream64_single(benchmark::State& state) {
+    RawChild child(raw_sink);
+    Chunk c{};
+    char ack;
+    for (auto _ : state) {
+        for (std::size_t i = 0; i < stream_batch; ++i) write_full(child.fd, c.data(), c.size());
+        read_full(child.fd, &ack, 1);
+    }
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * stream_batch));
+}
+
+void BM_raw_stream64_coalesced(benchmark::State& state) {
+    RawChild child(raw_sink);
+    std::vector<char> block(1024 * 64);  // 1,024 frames per 64 KiB write
+    char ack;
+    for (auto _ : state) {
+        for (std::size_t sent = 0; sent < stream_batch;) {
+            const std::size_t n = std::min<std::size_t>(1024, stream_batch - sent);
+            write_full(child.fd, block.data(), n * 64);
+            sent += n;
+        }
+        read_full(child.fd, &ack, 1);
+    }
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * stream_batch));
+}
+
+void BM_raw_large(benchmark::State& state) {
+    const auto size = static_cast<std::size_t>(state.range(0));
+    RawChild child([size](int fd) {
+        std::vector<char> buf(size);
+        while (read_full(fd, buf.data(), size)) write_full(fd, "k", 1);
+    });
+    std::vector<char> payload(size, 'x');
+    char ack;
+    for (auto _ : state) {
+        write_full(child.fd, payload.data(), size);
+        read_full(child.fd, &ack, 1);
+    }
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * size));
+}
+
+void BM_raw_fork_waitpid(benchmark::State& state) {
+    for (auto _ : state) {
+        std::fflush(nullptr);
+        const pid_t pid = ::fork();
+        if (pid == 0) ::_exit(0);
+        ::waitpid(pid, nullptr, 0);
+    }
+    state.SetItemsProcessed(state.iterations());
+}
+
+// ---------------------------------------------------------------- coproc
+
+template <class M>
+void echo(M& m) {
+    for (;;) m.send_reply(m.receive_blocking());
+}
+
+template <class M>
+void BM_coproc_rtt(benchmark::State& state) {
+    coproc::WorkerResource<M> w(&echo<M>);
+    auto& m = w.messenger();
+    const std::string msg = "0123456789abcdef";  // 16 bytes
+    for (auto _ : state) {
+        m.send_request(msg);
+        benchmark::DoNotOptimize(m.receive_blocking());
+    }
+    state.SetItemsProcessed(state.iterations());
+}
+
+// Counts incoming 64-byte messages and acknowledges each batch on channel 1.
+void chunk_sink(coproc::MultiMessenger<Chunk>& m) {
+    std::size_t got = 0;
+    for (;;) {
+        m.await_available();
+        got += m.receive_available().size();
+        while (got >= stream_batch) {
+            got -= stream_batch;
+            m.send_norequest(Chunk{}, 1);
+        }
+    }
+}
+
+void BM_coproc_stream64_single(benchmark::State& state) {
+    coproc::WorkerResource<coproc::MultiMessenger<Chunk>> w(chunk_sink);
+    auto& m = w.messenger();
+    const Chunk c{};
+    for (auto _ : state) {
+        for (std::size_t i = 0; i < stream_batch; ++i) m.send_norequest(c);
+        benchmark::DoNotOptimize(m.receive_blocking(1));
+    }
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * stream_batch));
+}
+
+void BM_coproc_stream64_batch(benchmark::State& state) {
+    coproc::WorkerResource<coproc::MultiMessenger<Chunk>> w(chunk_sink);
+    auto& m = w.messenger();
+    const std::vector<Chunk> batch(1000);
+    for (auto _ : state) {
+        for (std::size_t sent = 0; sent < stream_batch; sent += batch.size()) m.send_norequest_multiple(batch);
+        benchmark::DoNotOptimize(m.receive_blocking(1));
+    }
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * stream_batch));
+}
+
+void large_sink(coproc::PriorityMessenger<std::string>& m) {
+    for (;;) {
+        const std::string s = m.receive_blocking();
+        m.send_reply(std::string(1, s.empty() ? 'e' : 'k'));
+    }
+}
+
+void BM_coproc_large(benchmark::State& state) {
+    const auto size = static_cast<std::size_t>(state.range(0));
+    coproc::WorkerResource<coproc::PriorityMessenger<std::string>> w(large_sink);
+    auto& m = w.messenger();
+    const std::string payload(size, 'x');
+    for (auto _ : state) {
+        m.send_request(payload);
+        benchmark::DoNotOptimize(m.receive_blocking());
+    }
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * size));
+}
+
+void BM_coproc_spawn(benchmark::State& state) {
+    for (auto _ : state) {
+        coproc::WorkerResource<coproc::MultiMessenger<int>> w([](coproc::MultiMessenger<int>&) {});
+        benchmark::DoNotOptimize(w.join());
+    }
+    state.SetItemsProcessed(state.iterations());
+}
+
+// ---------------------------------------------------------------- peers
+
+namespace bip = boost::interprocess;
+
+struct QueuePair {
+    std::string to, from;
+    QueuePair() : to("coproc_bench_to_" + std::to_string(::getpid())), from("coproc_bench_from_" + std::to_string(::getpid())) {
+        bip::message_queue::remove(to.c_str());
+        bip::message_queue::remove(from.c_str());
+    }
+    ~QueuePair() {
+        bip::message_queue::remove(to.c_str());
+        bip::message_queue::remove(from.c_str());
+    }
+};
+
+void BM_boost_mq_rtt(benchmark::State& state) {
+    QueuePair names;
+    bip::message_queue to(bip::create_only, names.to.c_str(), 64, 16);
+    bip::message_queue from(bip::create_only, names.from.c_str(), 64, 16);
+    std::fflush(nullptr);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        bip::message_queue in(bip::open_only, names.to.c_str());
+        bip::message_queue out(bip::open_only, names.from.c_str());
+        char buf[16];
+        for (;;) {
+            std::size_t got = 0;
+            unsigned prio = 0;
+            in.receive(buf, sizeof buf, got, prio);
+            if (got == 1) ::_exit(0);
+            out.send(buf, got, 0);
+        }
+    }
+    char msg[16] = "0123456789abcde";
+    for (auto _ : state) {
+        std::size_t got = 0;
+        unsigned prio = 0;
+        to.send(msg, sizeof msg, 0);
+        from.receive(msg, sizeof msg, got, prio);
+    }
+    to.send("q", 1, 0);
+    ::waitpid(pid, nullptr, 0);
+    state.SetItemsProcessed(state.iterations());
+}
+
+void BM_boost_mq_stream64(benchmark::State& state) {
+    QueuePair names;
+    bip::message_queue to(bip::create_only, names.to.c_str(), 1024, 64);
+    bip::message_queue from(bip::create_only, names.from.c_str(), 16, 1);
+    std::fflush(nullptr);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        bip::message_queue in(bip::open_only, names.to.c_str());
+        bip::message_queue out(bip::open_only, names.from.c_str());
+        char buf[64];
+        std::size_t count = 0;
+        for (;;) {
+            std::size_t got = 0;
+            unsigned prio = 0;
+            in.receive(buf, sizeof buf, got, prio);
+            if (got == 1) ::_exit(0);
+            if (++count == stream_batch) {
+                count = 0;
+                out.send("k", 1, 0);
+            }
+        }
+    }
+    const Chunk c{};
+    for (auto _ : state) {
+        for (std::size_t i = 0; i < stream_batch; ++i) to.send(c.data(), c.size(), 0);
+        char ack;
+        std::size_t got = 0;
+        unsigned prio = 0;
+        from.receive(&ack, 1, got, prio);
+    }
+    to.send("q", 1, 0);
+    ::waitpid(pid, nullptr, 0);
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * stream_batch));
+}
+
+std::string zmq_endpoint() { return "ipc:///tmp/coproc-bench-" + std::to_string(::getpid()); }
+
+void BM_zmq_rtt(benchmark::State& state) {
+    const std::string ep = zmq_endpoint();
+    std::fflush(nullptr);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        zmq::context_t ctx;
+        zmq::socket_t s(ctx, zmq::socket_type::pair);
+        s.connect(ep);
+        zmq::message_t msg;
+        for (;;) {
+            (void)s.recv(msg);
+            if (msg.size() == 1) ::_exit(0);
+            s.send(msg, zmq::send_flags::none);
+        }
+    }
+    zmq::context_t ctx;
+    zmq::socket_t s(ctx, zmq::socket_type::pair);
+    s.bind(ep);
+    char data[16] = "0123456789abcde";
+    zmq::message_t reply;
+    for (auto _ : state) {
+        s.send(zmq::buffer(data, sizeof data), zmq::send_flags::none);
+        (void)s.recv(reply);
+    }
+    s.send(zmq::str_buffer("q"), zmq::send_flags::none);
+    ::waitpid(pid, nullptr, 0);
+    state.SetItemsProcessed(state.iterations());
+}
+
+void BM_zmq_stream64(benchmark::State& state) {
+    const std::string ep = zmq_endpoint();
+    std::fflush(nullptr);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        zmq::context_t ctx;
+        zmq::socket_t s(ctx, zmq::socket_type::pair);
+        s.connect(ep);
+        zmq::message_t msg;
+        std::size_t count = 0;
+        for (;;) {
+            (void)s.recv(msg);
+            if (msg.size() == 1) ::_exit(0);
+            if (++count == stream_batch) {
+                count = 0;
+                s.send(zmq::str_buffer("kk"), zmq::send_flags::none);
+            }
+        }
+    }
+    zmq::context_t ctx;
+    zmq::socket_t s(ctx, zmq::socket_type::pair);
+    s.bind(ep);
+    const Chunk c{};
+    zmq::message_t ack;
+    for (auto _ : state) {
+        for (std::size_t i = 0; i < stream_batch; ++i) s.send(zmq::buffer(c.data(), c.size()), zmq::send_flags::none);
+        (void)s.recv(ack);
+    }
+    s.send(zmq::str_buffer("q"), zmq::send_flags::none);
+    ::waitpid(pid, nullptr, 0);
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * stream_batch));
+}
+
+}  // namespace
+
+BENCHMARK(BM_raw_rtt)->UseRealTime();
+BENCHMARK(BM_coproc_rtt<coproc::PriorityMessenger<std::string>>)->Name("BM_coproc_rtt_priority")->UseRealTime();
+BENCHMARK(BM_coproc_rtt<coproc::MultiMessenger<std::string>>)->Name("BM_coproc_rtt_multi")->UseRealTime();
+BENCHMARK(BM_raw_stream64_single)->UseRealTime();
+BENCHMARK(BM_raw_stream64_coalesced)->UseRealTime();
+BENCHMARK(BM_coproc_stream64_single)->UseRealTime();
+BENCHMARK(BM_coproc_stream64_batch)->UseRealTime();
+BENCHMARK(BM_raw_large)->Arg(1 << 20)->Arg(16 << 20)->UseRealTime();
+BENCHMARK(BM_coproc_large)->Arg(1 << 20)->Arg(16 << 20)->UseRealTime();
+BENCHMARK(BM_raw_fork_waitpid)->UseRealTime();
+BENCHMARK(BM_coproc_spawn)->UseRealTime();
+BENCHMARK(BM_boost_mq_rtt)->UseRealTime();
+BENCHMARK(BM_boost_mq_stream64)->UseRealTime();
+BENCHMARK(BM_zmq_rtt)->UseRealTime();
+BENCHMARK(BM_zmq_stream64)->UseRealTime();
+
+int main(int argc, char** argv) {
+    // One CPU for host and workers alike (inherited across fork).
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    if (::sched_setaffinity(0, sizeof one, &one) != 0) std::perror("sched_setaffinity");
+    benchmark::Initialize(&argc, argv);
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+}
