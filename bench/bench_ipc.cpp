@@ -13,7 +13,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -172,6 +174,25 @@ void BM_coproc_rtt(benchmark::State& state) {
         benchmark::DoNotOptimize(m.receive_blocking());
     }
     state.SetItemsProcessed(state.iterations());
+}
+
+// Per-message round-trip latencies: median and 99th percentile as counters.
+void BM_coproc_rtt_latency(benchmark::State& state) {
+    using M = coproc::PriorityMessenger<std::string>;
+    coproc::WorkerResource<M> w(&echo<M>);
+    auto& m = w.messenger();
+    const std::string msg = "0123456789abcdef";
+    std::vector<double> samples;
+    samples.reserve(1 << 20);
+    for (auto _ : state) {
+        const auto t0 = std::chrono::steady_clock::now();
+        m.send_request(msg);
+        benchmark::DoNotOptimize(m.receive_blocking());
+        samples.push_back(std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(samples.begin(), samples.end());
+    state.counters["p50_ns"] = samples[samples.size() / 2];
+    state.counters["p99_ns"] = samples[samples.size() * 99 / 100];
 }
 
 // Counts incoming 64-byte messages and acknowledges each batch on channel 1.
@@ -390,8 +411,10 @@ BENCHMARK(BM_raw_stream64_single)->UseRealTime();
 BENCHMARK(BM_raw_stream64_coalesced)->UseRealTime();
 BENCHMARK(BM_coproc_stream64_single)->UseRealTime();
 BENCHMARK(BM_coproc_stream64_batch)->UseRealTime();
-BENCHMARK(BM_raw_large)->Arg(1 << 20)->Arg(16 << 20)->UseRealTime();
-BENCHMARK(BM_coproc_large)->Arg(1 << 20)->Arg(16 << 20)->UseRealTime();
+// Payload sweep 16 B ... 16 MiB (one-way message + 1-byte acknowledgement).
+BENCHMARK(BM_raw_large)->RangeMultiplier(16)->Range(16, 16 << 20)->UseRealTime();
+BENCHMARK(BM_coproc_large)->RangeMultiplier(16)->Range(16, 16 << 20)->UseRealTime();
+BENCHMARK(BM_coproc_rtt_latency)->UseRealTime();
 BENCHMARK(BM_raw_fork_waitpid)->UseRealTime();
 BENCHMARK(BM_coproc_spawn)->UseRealTime();
 BENCHMARK(BM_boost_mq_rtt)->UseRealTime();

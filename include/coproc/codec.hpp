@@ -17,6 +17,7 @@
 // decoded. Byte order is the machine's (both ends of a socketpair share it).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstring>
 #include <string>
@@ -157,13 +158,26 @@ CEREAL_REGISTER_ARCHIVE(coproc::detail::BufferInputArchive)
 CEREAL_SETUP_ARCHIVE_TRAITS(coproc::detail::BufferInputArchive, coproc::detail::BufferOutputArchive)
 
 namespace coproc {
+namespace detail {
+// Types whose cereal binary encoding is exactly their object bytes: numbers
+// (not bool, whose load is checked) and std::arrays of them. They skip cereal
+// (archive set-up costs more than the copy) with identical bytes on the wire.
+template <class T>
+struct raw_encoded : std::bool_constant<std::is_arithmetic_v<T> && !std::is_same_v<T, bool>> {};
+template <class T, std::size_t N>
+struct raw_encoded<std::array<T, N>> : raw_encoded<T> {};
+}  // namespace detail
 
 /// Appends the cereal encoding of `value` to `out`. Throws what the type's
 /// serialize function throws.
 template <class T>
 void encode_append(std::string& out, const T& value) {
-    detail::BufferOutputArchive ar(out);
-    ar(value);
+    if constexpr (detail::raw_encoded<T>::value) {
+        out.append(reinterpret_cast<const char*>(&value), sizeof(T));
+    } else {
+        detail::BufferOutputArchive ar(out);
+        ar(value);
+    }
 }
 
 /// Decodes a `T` from exactly `bytes`. Throws ProtocolError on malformed,
@@ -172,6 +186,11 @@ template <class T>
 [[nodiscard]] T decode(std::string_view bytes) {
     static_assert(std::is_default_constructible_v<T>, "coproc messages must be default-constructible");
     T value{};
+    if constexpr (detail::raw_encoded<T>::value) {
+        if (bytes.size() != sizeof(T)) throw ProtocolError("coproc: message payload has the wrong size");
+        std::memcpy(&value, bytes.data(), sizeof(T));
+        return value;
+    }
     detail::BufferInputArchive ar(bytes);
     try {
         ar(value);

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Turns Google Benchmark's JSON (several repetitions) into a table of
+medians and the JSON line of ratios that scripts/bench ends with."""
+import json
+import statistics
+import sys
+
+data = json.load(open(sys.argv[1]))
+runs = {}
+for b in data["benchmarks"]:
+    if b.get("run_type") != "iteration":
+        continue
+    name = b["run_name"].replace("/real_time", "")
+    runs.setdefault(name, []).append(b)
+
+
+def med(name, key):
+    return statistics.median(r[key] for r in runs[name])
+
+
+def ns(name):  # median wall time per iteration, in ns
+    return med(name, "real_time")
+
+
+def p(name, q):
+    xs = sorted(r["real_time"] for r in runs[name])
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+print(f"{'benchmark':34} {'median':>14} {'min':>12} {'max':>12} {'rate (median)':>18}")
+for name, rs in sorted(runs.items()):
+    times = [r["real_time"] for r in rs]
+    rate = ""
+    if "items_per_second" in rs[0]:
+        rate = f"{statistics.median(r['items_per_second'] for r in rs) / 1e6:.3f} M/s"
+    if "bytes_per_second" in rs[0]:
+        rate = f"{statistics.median(r['bytes_per_second'] for r in rs) / 1e9:.2f} GB/s"
+    print(f"{name:34} {statistics.median(times):12.0f}ns {min(times):10.0f}ns {max(times):10.0f}ns {rate:>18}")
+
+ips = lambda n: med(n, "items_per_second")
+bps = lambda n: med(n, "bytes_per_second")
+result = {
+    "rtt_ratio": ns("BM_coproc_rtt_priority") / ns("BM_raw_rtt"),
+    "rtt_multi_ratio": ns("BM_coproc_rtt_multi") / ns("BM_raw_rtt"),
+    # Spread across rounds (each round's mean RTT): how stable the figure is.
+    # Per-message latency distribution of a round trip (median of the rounds' p99 and p50).
+    "rtt_p99_over_median": med("BM_coproc_rtt_latency", "p99_ns") / med("BM_coproc_rtt_latency", "p50_ns"),
+    "stream64_mmsgs": max(ips("BM_coproc_stream64_single"), ips("BM_coproc_stream64_batch")) / 1e6,
+    "stream64_single_ratio": ips("BM_coproc_stream64_single") / ips("BM_raw_stream64_single"),
+    "stream64_batch_vs_raw_coalesced": ips("BM_coproc_stream64_batch") / ips("BM_raw_stream64_coalesced"),
+    "stream64_vs_zmq": max(ips("BM_coproc_stream64_single"), ips("BM_coproc_stream64_batch")) / ips("BM_zmq_stream64"),
+    "stream64_vs_boost_mq": max(ips("BM_coproc_stream64_single"), ips("BM_coproc_stream64_batch")) / ips("BM_boost_mq_stream64"),
+    "rtt_vs_zmq": ns("BM_zmq_rtt") / ns("BM_coproc_rtt_priority"),
+    "rtt_vs_boost_mq": ns("BM_boost_mq_rtt") / ns("BM_coproc_rtt_priority"),
+    "large1m_ratio": bps("BM_coproc_large/1048576") / bps("BM_raw_large/1048576"),
+    "large16m_ratio": bps("BM_coproc_large/16777216") / bps("BM_raw_large/16777216"),
+    "spawn_ratio": ns("BM_coproc_spawn") / ns("BM_raw_fork_waitpid"),
+    "rounds": len(runs["BM_raw_rtt"]),
+}
+# Sweep for the plot: size, raw and coproc time per message and throughput.
+with open(sys.argv[2] if len(sys.argv) > 2 else "/dev/null", "w") as sweep:
+    sweep.write("# bytes raw_us coproc_us raw_GBps coproc_GBps\n")
+    for size in sorted({int(n.split("/")[1]) for n in runs if n.startswith("BM_raw_large/")}):
+        r, c = f"BM_raw_large/{size}", f"BM_coproc_large/{size}"
+        if c in runs:
+            sweep.write(f"{size} {ns(r) / 1e3:.3f} {ns(c) / 1e3:.3f} {bps(r) / 1e9:.4f} {bps(c) / 1e9:.4f}\n")
+
+print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}))
