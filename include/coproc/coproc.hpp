@@ -8,4 +8,6 @@
 #include "coproc/priority.hpp"
 #include "coproc/queue.hpp"
 #include "coproc/request_ctr.hpp"
+#include "coproc/shared_memory.hpp"
+#include "coproc/shared_value.hpp"
 #include "coproc/worker_resource.hpp"
