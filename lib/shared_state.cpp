@@ -12,22 +12,17 @@
 
 namespace coproc::detail {
 
-namespace {
-pthread_mutex_t* native(unsigned char* storage) { return std::launder(reinterpret_cast<pthread_mutex_t*>(storage)); }
-}  // namespace
-
 RobustMutex::RobustMutex() {
-    static_assert(sizeof(pthread_mutex_t) <= sizeof(storage_), "RobustMutex storage too small");
     pthread_mutexattr_t attr;
     pthread_mutexattr_init(&attr);
     pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
     pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-    const int rc = pthread_mutex_init(new (storage_) pthread_mutex_t, &attr);
+    const int rc = pthread_mutex_init(&mutex_, &attr);
     pthread_mutexattr_destroy(&attr);
     if (rc != 0) throw_system_error(rc, "pthread_mutex_init");
 }
 
-RobustMutex::~RobustMutex() { (void)pthread_mutex_destroy(native(storage_)); }
+RobustMutex::~RobustMutex() { (void)pthread_mutex_destroy(&mutex_); }
 
 bool RobustMutex::acquired(int rc) {
     if (rc == 0) {
@@ -37,7 +32,7 @@ bool RobustMutex::acquired(int rc) {
     if (rc == EOWNERDEAD) {
         // The holder died inside its critical section: we hold the lock now.
         // Mark it usable again; the caller learns it through owner_died().
-        (void)pthread_mutex_consistent(native(storage_));
+        (void)pthread_mutex_consistent(&mutex_);
         owner_died_ = true;
         return true;
     }
@@ -46,10 +41,6 @@ bool RobustMutex::acquired(int rc) {
     throw_system_error(rc, "pthread_mutex_lock");
 }
 
-void RobustMutex::lock() { (void)acquired(pthread_mutex_lock(native(storage_))); }
-
-bool RobustMutex::try_lock() { return acquired(pthread_mutex_trylock(native(storage_))); }
-
 bool RobustMutex::try_lock_until(Clock::time_point deadline) {
     // steady_clock is CLOCK_MONOTONIC on Linux.
     const auto since_epoch = deadline.time_since_epoch();
@@ -57,10 +48,8 @@ bool RobustMutex::try_lock_until(Clock::time_point deadline) {
     timespec ts{};
     ts.tv_sec = static_cast<time_t>(secs.count());
     ts.tv_nsec = static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - secs).count());
-    return acquired(pthread_mutex_clocklock(native(storage_), CLOCK_MONOTONIC, &ts));
+    return acquired(pthread_mutex_clocklock(&mutex_, CLOCK_MONOTONIC, &ts));
 }
-
-void RobustMutex::unlock() noexcept { (void)pthread_mutex_unlock(native(storage_)); }
 
 SharedMapping::SharedMapping(std::size_t size) : size_(size) {
     data_ = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);

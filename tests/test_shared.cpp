@@ -41,24 +41,27 @@ TEST_CASE("SharedValue: 4 processes x 100,000 locked increments give the exact t
 TEST_CASE("SharedValue atomics and SharedArray without a lock", "[shared]") {
     coproc::SharedValue<std::uint64_t> hits(0);
     coproc::SharedArray<double> slots(4, 0.0);
+    coproc::SharedArray<int> marks(4, -1);  // locked forms only (never mixed with atomics on one element)
     CHECK(slots.size() == 4);
     {
         std::vector<Worker> workers;
         for (int w = 0; w < 4; ++w)
-            workers.emplace_back([](Messenger&, coproc::SharedValue<std::uint64_t> h, coproc::SharedArray<double> a, int me) {
+            workers.emplace_back([](Messenger&, coproc::SharedValue<std::uint64_t> h, coproc::SharedArray<double> a,
+                                    coproc::SharedArray<int> m, int me) {
                 coproc::test::child_watchdog(60);
                 for (int i = 0; i < 20'000; ++i) {
                     h.fetch_add(1);
                     a.fetch_add(static_cast<std::size_t>(i % 4), 0.5);
                 }
-                a.store(static_cast<std::size_t>(me), a.load(static_cast<std::size_t>(me)));  // locked forms
-            }, hits, slots, w);
+                m.store(static_cast<std::size_t>(me), me);
+            }, hits, slots, marks, w);
         for (auto& w : workers) CHECK(w.join(60s).success());
     }
     CHECK(hits.atomic_load() == 80'000);
     double sum = 0;
     for (double v : slots.span()) sum += v;
     CHECK(sum == 40'000.0);
+    for (std::size_t i = 0; i < 4; ++i) CHECK(marks.load(i) == static_cast<int>(i));
     CHECK_THROWS_AS(slots.load(4), std::out_of_range);
 }
 

@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <memory>
 
+#include <pthread.h>
+
 #include "coproc/detail/fd.hpp"
 
 namespace coproc::detail {
@@ -22,18 +24,32 @@ public:
     RobustMutex& operator=(const RobustMutex&) = delete;
 
     /// Blocks until acquired. Throws Error if the mutex is unrecoverable.
-    void lock();
-    bool try_lock();
+    void lock() {
+        const int rc = pthread_mutex_lock(&mutex_);
+        if (rc == 0) [[likely]] {
+            owner_died_ = false;
+            return;
+        }
+        (void)acquired(rc);
+    }
+    bool try_lock() {
+        const int rc = pthread_mutex_trylock(&mutex_);
+        if (rc == 0) [[likely]] {
+            owner_died_ = false;
+            return true;
+        }
+        return acquired(rc);
+    }
     /// False if not acquired by the deadline.
     bool try_lock_until(Clock::time_point deadline);
-    void unlock() noexcept;
+    void unlock() noexcept { (void)pthread_mutex_unlock(&mutex_); }
     /// True if the current holder got the lock from a holder that died
     /// holding it (meaningful only while held).
     [[nodiscard]] bool owner_died() const noexcept { return owner_died_; }
 
 private:
-    bool acquired(int rc);  // handles EOWNERDEAD
-    alignas(16) unsigned char storage_[48];  // a pthread_mutex_t (checked in the .cpp)
+    bool acquired(int rc);  // the slow path: EOWNERDEAD, timeouts, errors
+    pthread_mutex_t mutex_;
     bool owner_died_ = false;
 };
 
