@@ -3,7 +3,7 @@
 # configures and builds into a build directory.
 
 COPROC_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-COPROC_PACKAGES=(g++ meson ninja-build pkg-config python3 libfmt-dev libcereal-dev catch2 valgrind libboost-dev)
+COPROC_PACKAGES=(g++ meson ninja-build pkg-config python3 libfmt-dev libcereal-dev catch2 valgrind libboost-dev libzmq3-dev cppzmq-dev nlohmann-json3-dev python3-zmq)
 
 coproc_ensure_packages() {
     local missing=() pkg

@@ -1,0 +1,576 @@
+// The bus: publishers (an XPUB socket driven by one thread) and subscribers
+// (a SUB socket) over ZeroMQ, with shellbot's wire format.
+#include "coproc/bus.hpp"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <charconv>
+#include <cmath>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <stdexcept>
+#include <thread>
+
+#include <fmt/format.h>
+#include <zmq.hpp>
+
+#include "coproc/detail/fd.hpp"
+
+namespace coproc {
+using detail::Clock;
+using detail::Deadline;
+using detail::deadline_after;
+}  // namespace coproc
+
+namespace coproc {
+namespace detail {
+namespace {
+
+// Subscriptions to this prefix are answered by the publisher with a welcome
+// frame: the subscriber's wait_ready handshake. A leading \x01 keeps it out of
+// any sane channel name; plain PUB peers never answer it.
+constexpr std::string_view ready_prefix = "\x01coproc-ready:";
+
+// ---- Python's json.dumps, default settings.
+
+void append_python_float(std::string& out, double d) {
+    if (std::isnan(d)) {
+        out += "NaN";
+        return;
+    }
+    if (std::isinf(d)) {
+        out += d > 0 ? "Infinity" : "-Infinity";
+        return;
+    }
+    // Shortest round-trip digits, then CPython's float_repr layout: exponent
+    // form when the decimal point is at <= -4 or > 16, else positional.
+    char buf[64];
+    auto res = std::to_chars(buf, buf + sizeof buf, d, std::chars_format::scientific);
+    std::string_view sci(buf, static_cast<std::size_t>(res.ptr - buf));
+    bool negative = false;
+    if (sci.front() == '-') {
+        negative = true;
+        sci.remove_prefix(1);
+    }
+    const auto e = sci.find('e');
+    std::string digits;
+    for (char c : sci.substr(0, e))
+        if (c != '.') digits += c;
+    const int exp10 = std::stoi(std::string(sci.substr(e + 1)));
+    const int decpt = exp10 + 1;
+    if (negative) out += '-';
+    if (decpt <= -4 || decpt > 16) {
+        out += digits[0];
+        if (digits.size() > 1) {
+            out += '.';
+            out.append(digits, 1);
+        }
+        out += fmt::format("e{}{:02d}", exp10 < 0 ? '-' : '+', std::abs(exp10));
+    } else if (decpt <= 0) {
+        out += "0.";
+        out.append(static_cast<std::size_t>(-decpt), '0');
+        out += digits;
+    } else if (static_cast<std::size_t>(decpt) >= digits.size()) {
+        out += digits;
+        out.append(static_cast<std::size_t>(decpt) - digits.size(), '0');
+        out += ".0";
+    } else {
+        out.append(digits, 0, static_cast<std::size_t>(decpt));
+        out += '.';
+        out.append(digits, static_cast<std::size_t>(decpt));
+    }
+}
+
+void append_u_escape(std::string& out, unsigned v) { out += fmt::format("\\u{:04x}", v); }
+
+// ensure_ascii=True: everything outside ' '..'~' is escaped, astral code
+// points as surrogate pairs. The input is valid UTF-8 (nlohmann checks it).
+void append_python_string(std::string& out, std::string_view s) {
+    out += '"';
+    for (std::size_t i = 0; i < s.size();) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) {
+            switch (c) {
+                case '"': out += "\\\""; break;
+                case '\\': out += "\\\\"; break;
+                case '\n': out += "\\n"; break;
+                case '\r': out += "\\r"; break;
+                case '\t': out += "\\t"; break;
+                case '\b': out += "\\b"; break;
+                case '\f': out += "\\f"; break;
+                default:
+                    if (c < 0x20 || c == 0x7f)
+                        append_u_escape(out, c);
+                    else
+                        out += static_cast<char>(c);
+            }
+            ++i;
+            continue;
+        }
+        const std::size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+        unsigned cp = c & (len == 2 ? 0x1Fu : len == 3 ? 0x0Fu : 0x07u);
+        for (std::size_t k = 1; k < len && i + k < s.size(); ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3Fu);
+        if (cp >= 0x10000) {
+            cp -= 0x10000;
+            append_u_escape(out, 0xD800 + (cp >> 10));
+            append_u_escape(out, 0xDC00 + (cp & 0x3FF));
+        } else {
+            append_u_escape(out, cp);
+        }
+        i += len;
+    }
+    out += '"';
+}
+
+void append_python_json(std::string& out, const Json& v) {
+    switch (v.type()) {
+        case Json::value_t::null: out += "null"; break;
+        case Json::value_t::boolean: out += v.get<bool>() ? "true" : "false"; break;
+        case Json::value_t::number_integer: out += std::to_string(v.get<std::int64_t>()); break;
+        case Json::value_t::number_unsigned: out += std::to_string(v.get<std::uint64_t>()); break;
+        case Json::value_t::number_float: append_python_float(out, v.get<double>()); break;
+        case Json::value_t::string: append_python_string(out, v.get_ref<const std::string&>()); break;
+        case Json::value_t::array: {
+            out += '[';
+            bool first = true;
+            for (const auto& item : v) {
+                if (!first) out += ", ";
+                first = false;
+                append_python_json(out, item);
+            }
+            out += ']';
+            break;
+        }
+        case Json::value_t::object: {
+            out += '{';
+            bool first = true;
+            for (const auto& [key, item] : v.items()) {
+                if (!first) out += ", ";
+                first = false;
+                append_python_string(out, key);
+                out += ": ";
+                append_python_json(out, item);
+            }
+            out += '}';
+            break;
+        }
+        case Json::value_t::binary:
+        case Json::value_t::discarded: throw std::invalid_argument("coproc::Bus: binary JSON values cannot be sent");
+    }
+}
+
+bool valid_utf8(std::string_view s) {
+    for (std::size_t i = 0; i < s.size();) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        std::size_t len = 0;
+        unsigned cp = 0;
+        if (c < 0x80) {
+            ++i;
+            continue;
+        }
+        if ((c & 0xE0) == 0xC0) {
+            len = 2;
+            cp = c & 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            len = 3;
+            cp = c & 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            len = 4;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (i + len > s.size()) return false;
+        for (std::size_t k = 1; k < len; ++k) {
+            const auto cc = static_cast<unsigned char>(s[i + k]);
+            if ((cc & 0xC0) != 0x80) return false;
+            cp = (cp << 6) | (cc & 0x3F);
+        }
+        // overlong forms, surrogates and values beyond Unicode are invalid
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        i += len;
+    }
+    return true;
+}
+
+void check_channels(const Channels& channels, bool allow_empty_name) {
+    if (channels.names().empty()) throw std::invalid_argument("coproc::Bus: the channel list is empty");
+    for (const auto& c : channels.names()) {
+        if (c.empty() && !allow_empty_name) throw std::invalid_argument("coproc::Bus: empty channel name");
+        if (c.find(' ') != std::string::npos)
+            throw std::invalid_argument("coproc::Bus: channel names cannot contain a space: '" + c + "'");
+    }
+}
+
+// The process's ZeroMQ context (subscribers and inproc publishers). A child
+// forked from us gets a fresh one: ZeroMQ contexts do not survive fork.
+std::shared_ptr<zmq::context_t> process_context() {
+    static std::mutex mutex;
+    static std::shared_ptr<zmq::context_t>* context = nullptr;
+    static pid_t owner = 0;
+    const std::lock_guard lock(mutex);
+    if (context == nullptr || owner != ::getpid()) {
+        // The inherited context is leaked on purpose: terminating it in the
+        // child would touch the parent's I/O threads, which do not exist here.
+        context = new std::shared_ptr<zmq::context_t>(std::make_shared<zmq::context_t>());
+        owner = ::getpid();
+    }
+    return *context;
+}
+
+[[noreturn]] void rethrow_zmq(const zmq::error_t& e, const std::string& what) {
+    throw Error(fmt::format("coproc::Bus: {}: {}", what, e.what()));
+}
+
+}  // namespace
+
+std::string python_json_dumps(const Json& value) {
+    std::string out;
+    append_python_json(out, value);
+    return out;
+}
+
+// ------------------------------------------------------------------ publisher
+
+struct PublisherState {
+    std::string address;
+    BusOptions options;
+    bool bind = true;
+    std::shared_ptr<zmq::context_t> context;  // own context (tcp/ipc) so stop() can flush by terminating it
+    std::optional<zmq::socket_t> socket;
+    UniqueFd wake;  // eventfd: put() wakes the thread
+
+    std::mutex mutex;
+    std::condition_variable changed;
+    std::deque<std::optional<std::string>> queue;  // nullopt is the poison pill
+    std::size_t subscriptions = 0;
+    bool stop_requested = false;
+    std::atomic<std::uint64_t> sent{0};
+    std::atomic<bool> running{false};
+    std::thread thread;
+    std::string endpoint;
+
+    void notify() {
+        const std::uint64_t one = 1;
+        (void)!::write(wake.get(), &one, sizeof one);
+    }
+
+    void run() {
+        auto& sock = *socket;
+        bool done = false;
+        while (!done) {
+            zmq::pollitem_t items[] = {{sock.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake.get(), ZMQ_POLLIN, 0}};
+            try {
+                zmq::poll(items, 2, std::chrono::milliseconds(-1));
+            } catch (const zmq::error_t& e) {
+                if (e.num() == EINTR) continue;
+                break;
+            }
+            if ((items[0].revents & ZMQ_POLLIN) != 0) handle_subscriptions(sock);
+            if ((items[1].revents & ZMQ_POLLIN) != 0) {
+                std::uint64_t n;
+                (void)!::read(wake.get(), &n, sizeof n);
+            }
+            std::deque<std::optional<std::string>> batch;
+            {
+                const std::lock_guard lock(mutex);
+                batch.swap(queue);
+            }
+            for (auto& frame : batch) {
+                if (!frame) {
+                    done = true;  // the pill: what was put after it is never queued
+                    break;
+                }
+                try {
+                    sock.send(zmq::buffer(*frame), zmq::send_flags::none);
+                    sent.fetch_add(1);
+                } catch (const zmq::error_t&) {
+                    // a frame ZeroMQ refuses is dropped; the loop goes on (as shellbot's)
+                }
+            }
+        }
+        socket.reset();  // close: linger lets ZeroMQ flush; stop() waits for it
+        running = false;
+        changed.notify_all();
+    }
+
+    // XPUB delivers subscription messages: byte 1 = subscribe, then the topic.
+    void handle_subscriptions(zmq::socket_t& sock) {
+        zmq::message_t msg;
+        while (sock.recv(msg, zmq::recv_flags::dontwait)) {
+            const auto data = msg.to_string_view();
+            if (data.empty() || data[0] != 1) continue;
+            const auto topic = data.substr(1);
+            if (topic.substr(0, ready_prefix.size()) == ready_prefix) {
+                // Answer the handshake; the subscriber's earlier subscriptions
+                // on this connection were processed before this one.
+                std::string welcome(topic);
+                welcome += "null";
+                try {
+                    sock.send(zmq::buffer(welcome), zmq::send_flags::none);
+                } catch (const zmq::error_t&) {
+                }
+            }
+            {
+                const std::lock_guard lock(mutex);
+                ++subscriptions;
+            }
+            changed.notify_all();
+        }
+    }
+};
+
+}  // namespace detail
+
+Publisher::Publisher(std::unique_ptr<detail::PublisherState> state) : state_(std::move(state)) {}
+Publisher::Publisher(Publisher&&) noexcept = default;
+Publisher& Publisher::operator=(Publisher&& other) noexcept {
+    if (this != &other) {
+        stop();
+        state_ = std::move(other.state_);
+    }
+    return *this;
+}
+Publisher::~Publisher() {
+    try {
+        stop();
+    } catch (...) {
+        // destructors never throw
+    }
+}
+
+void Publisher::start() {
+    auto& s = *state_;
+    if (s.running || s.thread.joinable()) return;
+    const bool inproc = s.address.rfind("inproc://", 0) == 0;
+    s.context = inproc ? detail::process_context() : std::make_shared<zmq::context_t>(1);
+    try {
+        zmq::socket_t sock(*s.context, zmq::socket_type::xpub);
+        sock.set(zmq::sockopt::xpub_verbose, 1);
+        sock.set(zmq::sockopt::sndhwm, s.options.send_high_water_mark);
+        sock.set(zmq::sockopt::linger, static_cast<int>(s.options.linger.count()));
+        if (s.bind)
+            sock.bind(s.address);
+        else
+            sock.connect(s.address);
+        s.endpoint = s.bind ? sock.get(zmq::sockopt::last_endpoint) : s.address;
+        s.socket.emplace(std::move(sock));
+    } catch (const zmq::error_t& e) {
+        detail::rethrow_zmq(e, (s.bind ? "cannot bind " : "cannot connect to ") + s.address);
+    }
+    const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0) detail::throw_system_error(errno, "eventfd");
+    s.wake.reset(fd);
+    s.running = true;
+    s.thread = std::thread([&s] { s.run(); });  // the socket moves to this thread (thread start is a full barrier)
+    s.notify();  // send what was put before start()
+}
+
+void Publisher::put_json(const Channels& channels, const Json& message) {
+    detail::check_channels(channels, false);
+    if (message.is_null() || (message.is_string() && message.get_ref<const std::string&>().empty()) ||
+        ((message.is_object() || message.is_array()) && message.empty()))
+        throw std::invalid_argument("coproc::Bus: empty message");
+    const std::string text = detail::python_json_dumps(message);  // serialised once
+    auto& s = *state_;
+    {
+        const std::lock_guard lock(s.mutex);
+        if (s.stop_requested) throw Error("coproc::Bus: put() after the publisher was stopped");
+        for (const auto& channel : channels.names()) s.queue.emplace_back(channel + ' ' + text);
+    }
+    if (s.wake) s.notify();
+}
+
+void Publisher::wait_for_subscribers(std::size_t count, std::chrono::nanoseconds timeout) {
+    auto& s = *state_;
+    std::unique_lock lock(s.mutex);
+    if (!s.changed.wait_for(lock, timeout, [&] { return s.subscriptions >= count; }))
+        throw Timeout(fmt::format("coproc::Bus: {} of {} subscriptions within the timeout", s.subscriptions, count));
+}
+
+void Publisher::request_stop() {
+    if (!state_) return;
+    auto& s = *state_;
+    {
+        const std::lock_guard lock(s.mutex);
+        if (s.stop_requested) return;
+        s.stop_requested = true;
+        s.queue.emplace_back(std::nullopt);
+    }
+    if (s.wake) s.notify();
+}
+
+void Publisher::stop() {
+    if (!state_) return;
+    request_stop();
+    auto& s = *state_;
+    if (s.thread.joinable()) s.thread.join();
+    // Terminating our own context waits (up to linger) until ZeroMQ has
+    // written every queued frame to the connected subscribers.
+    if (s.context && s.context.use_count() == 1 && s.address.rfind("inproc://", 0) != 0) s.context->close();
+    s.context.reset();
+}
+
+std::string Publisher::endpoint() const { return state_ ? state_->endpoint : std::string(); }
+std::uint64_t Publisher::sent() const noexcept { return state_ ? state_->sent.load() : 0; }
+bool Publisher::running() const noexcept { return state_ && state_->running.load(); }
+
+// ------------------------------------------------------------------ subscriber
+
+namespace detail {
+struct SubscriberState {
+    BusOptions options;
+    std::shared_ptr<zmq::context_t> context;
+    std::optional<zmq::socket_t> socket;
+    std::string ready_topic;  // our private handshake topic
+    bool ready = false;
+    std::deque<BusMessage> stash;  // received while waiting for readiness
+    SubscriberStats stats;
+
+    // Reads one frame (waiting up to `timeout_ms`, -1 forever). Returns a
+    // message to deliver, or nullopt (nothing, or a frame that was dropped).
+    std::optional<BusMessage> read_one(long timeout_ms, bool& got_frame) {
+        got_frame = false;
+        auto& sock = *socket;
+        zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
+        if (timeout_ms != 0) {
+            try {
+                if (zmq::poll(&item, 1, std::chrono::milliseconds(timeout_ms)) == 0) return std::nullopt;
+            } catch (const zmq::error_t& e) {
+                if (e.num() == EINTR) return std::nullopt;
+                throw;
+            }
+        }
+        zmq::message_t msg;
+        if (!sock.recv(msg, zmq::recv_flags::dontwait)) return std::nullopt;
+        got_frame = true;
+        bool multipart = msg.more();
+        while (msg.more()) (void)sock.recv(msg, zmq::recv_flags::dontwait);  // not ours: drain the parts
+        const std::string_view frame(static_cast<const char*>(msg.data()), msg.size());
+        if (frame.substr(0, ready_prefix.size()) == ready_prefix) {
+            if (frame.substr(0, ready_topic.size()) == ready_topic) ready = true;
+            return std::nullopt;  // a handshake frame, never delivered
+        }
+        ++stats.received;
+        if (msg.size() > options.max_message_size) {
+            ++stats.dropped_oversized;
+            return std::nullopt;
+        }
+        if (multipart) {
+            ++stats.dropped_no_space;
+            return std::nullopt;
+        }
+        const auto space = frame.find(' ');
+        if (space == std::string_view::npos) {
+            ++stats.dropped_no_space;
+            return std::nullopt;
+        }
+        if (!valid_utf8(frame)) {
+            ++stats.dropped_bad_utf8;
+            return std::nullopt;
+        }
+        Json value = Json::parse(frame.substr(space + 1), nullptr, false);
+        if (value.is_discarded()) {
+            ++stats.dropped_bad_json;
+            return std::nullopt;
+        }
+        ++stats.delivered;
+        return BusMessage{std::string(frame.substr(0, space)), std::move(value)};
+    }
+
+    std::optional<BusMessage> next(Deadline deadline) {
+        if (!stash.empty()) {
+            BusMessage m = std::move(stash.front());
+            stash.pop_front();
+            return m;
+        }
+        for (;;) {
+            long timeout_ms = -1;
+            if (deadline) {
+                const auto left = *deadline - Clock::now();
+                timeout_ms = left <= Clock::duration::zero()
+                                 ? 0
+                                 : static_cast<long>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
+            }
+            bool got_frame = false;
+            if (auto m = read_one(timeout_ms, got_frame)) return m;
+            if (!got_frame && deadline && Clock::now() >= *deadline) return std::nullopt;
+            if (!got_frame && timeout_ms == 0) return std::nullopt;
+        }
+    }
+};
+
+}  // namespace detail
+
+Subscriber::Subscriber(std::unique_ptr<detail::SubscriberState> state) : state_(std::move(state)) {}
+Subscriber::Subscriber(Subscriber&&) noexcept = default;
+Subscriber& Subscriber::operator=(Subscriber&&) noexcept = default;
+Subscriber::~Subscriber() = default;
+
+std::optional<BusMessage> Subscriber::get() { return state_->next(Clock::now()); }
+std::optional<BusMessage> Subscriber::get(bool block) { return block ? state_->next(std::nullopt) : get(); }
+std::optional<BusMessage> Subscriber::get(std::chrono::nanoseconds timeout) {
+    return state_->next(deadline_after(timeout));
+}
+
+void Subscriber::wait_ready(std::chrono::nanoseconds timeout) {
+    auto& s = *state_;
+    const Deadline deadline = deadline_after(timeout);
+    while (!s.ready) {
+        const auto left = *deadline - Clock::now();
+        if (left <= Clock::duration::zero()) throw Timeout("coproc::Bus: no publisher confirmed the subscription");
+        bool got_frame = false;
+        if (auto m = s.read_one(static_cast<long>(std::chrono::ceil<std::chrono::milliseconds>(left).count()), got_frame))
+            s.stash.push_back(std::move(*m));
+    }
+}
+
+const SubscriberStats& Subscriber::stats() const noexcept { return state_->stats; }
+
+// ------------------------------------------------------------------ bus
+
+Bus::Bus(std::string address, BusOptions options)
+    : address_(address.empty() ? std::string(default_address) : std::move(address)), options_(options) {}
+
+Publisher Bus::publish(bool bind) const {
+    auto state = std::make_unique<detail::PublisherState>();
+    state->address = address_;
+    state->options = options_;
+    state->bind = bind;
+    return Publisher(std::move(state));
+}
+
+Subscriber Bus::subscribe(const Channels& channels, bool bind) const {
+    detail::check_channels(channels, true);
+    auto state = std::make_unique<detail::SubscriberState>();
+    state->options = options_;
+    state->context = detail::process_context();
+    static std::atomic<std::uint64_t> counter{0};
+    std::random_device rd;
+    state->ready_topic = fmt::format("{}{:x}-{:x}-{} ", detail::ready_prefix, rd(), ::getpid(), counter.fetch_add(1));
+    try {
+        zmq::socket_t sock(*state->context, zmq::socket_type::sub);
+        sock.set(zmq::sockopt::rcvhwm, options_.receive_high_water_mark);
+        sock.set(zmq::sockopt::linger, 0);
+        // Exact matching on the same wire: "a " is a prefix of "a {...}" but not of "ab {...}".
+        for (const auto& channel : channels.names())
+            sock.set(zmq::sockopt::subscribe, channel.empty() ? std::string() : channel + ' ');
+        sock.set(zmq::sockopt::subscribe, state->ready_topic);  // last: confirms all the above
+        if (bind)
+            sock.bind(address_);
+        else
+            sock.connect(address_);
+        state->socket.emplace(std::move(sock));
+    } catch (const zmq::error_t& e) {
+        detail::rethrow_zmq(e, (bind ? "cannot bind " : "cannot connect to ") + address_);
+    }
+    return Subscriber(std::move(state));
+}
+
+}  // namespace coproc
