@@ -379,12 +379,16 @@ void Publisher::put_json(const Channels& channels, const Json& message) {
         throw std::invalid_argument("coproc::Bus: empty message");
     const std::string text = detail::python_json_dumps(message);  // serialised once
     auto& s = *state_;
+    bool was_empty = false;
     {
         const std::lock_guard lock(s.mutex);
         if (s.stop_requested) throw Error("coproc::Bus: put() after the publisher was stopped");
+        was_empty = s.queue.empty();
         for (const auto& channel : channels.names()) s.queue.emplace_back(channel + ' ' + text);
     }
-    if (s.wake) s.notify();
+    // The thread takes the whole queue at each wake-up: only the put that
+    // finds it empty needs to wake it (one write per burst, not per message).
+    if (was_empty && s.wake) s.notify();
 }
 
 void Publisher::wait_for_subscribers(std::size_t count, std::chrono::nanoseconds timeout) {
@@ -438,17 +442,19 @@ struct SubscriberState {
     std::optional<BusMessage> read_one(long timeout_ms, bool& got_frame) {
         got_frame = false;
         auto& sock = *socket;
-        zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
-        if (timeout_ms != 0) {
+        zmq::message_t msg;
+        // Try first: poll only when nothing is waiting.
+        if (!sock.recv(msg, zmq::recv_flags::dontwait)) {
+            if (timeout_ms == 0) return std::nullopt;
+            zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
             try {
                 if (zmq::poll(&item, 1, std::chrono::milliseconds(timeout_ms)) == 0) return std::nullopt;
             } catch (const zmq::error_t& e) {
                 if (e.num() == EINTR) return std::nullopt;
                 throw;
             }
+            if (!sock.recv(msg, zmq::recv_flags::dontwait)) return std::nullopt;
         }
-        zmq::message_t msg;
-        if (!sock.recv(msg, zmq::recv_flags::dontwait)) return std::nullopt;
         got_frame = true;
         bool multipart = msg.more();
         while (msg.more()) (void)sock.recv(msg, zmq::recv_flags::dontwait);  // not ours: drain the parts

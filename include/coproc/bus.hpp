@@ -189,7 +189,7 @@ public:
 
     /// Any ZeroMQ endpoint (tcp://, ipc://, inproc:// for tests); an empty
     /// address means the default, as shellbot's check() restores it.
-    explicit Bus(std::string address = std::string(default_address), BusOptions options = {});
+    explicit Bus(std::string bus_address = std::string(default_address), BusOptions bus_options = {});
 
     [[nodiscard]] const std::string& address() const noexcept { return address_; }
     [[nodiscard]] const BusOptions& options() const noexcept { return options_; }

@@ -80,15 +80,15 @@ public:
     };
 
     /// A connected pair in this process (for tests and for threads). Throws SystemError.
-    [[nodiscard]] static Pair new_pair(MessengerOptions options = {}) {
+    [[nodiscard]] static Pair new_pair(MessengerOptions messenger_options = {}) {
         auto sockets = detail::make_socketpair();
-        return Pair{BasicMessenger(std::move(sockets.first), options), BasicMessenger(std::move(sockets.second), options)};
+        return Pair{BasicMessenger(std::move(sockets.first), messenger_options), BasicMessenger(std::move(sockets.second), messenger_options)};
     }
 
     /// Takes a connected stream socket and sends the startup hello frame.
     /// Used by WorkerResource; rarely needed directly.
-    explicit BasicMessenger(detail::UniqueFd fd, MessengerOptions options = {})
-        : link_(std::move(fd), detail::fnv1a(typeid(Msg).name()), options.max_frame_size) {}
+    explicit BasicMessenger(detail::UniqueFd fd, MessengerOptions messenger_options = {})
+        : link_(std::move(fd), detail::fnv1a(typeid(Msg).name()), messenger_options.max_frame_size) {}
 
     BasicMessenger(BasicMessenger&&) noexcept = default;
     BasicMessenger& operator=(BasicMessenger&&) noexcept = default;

@@ -91,7 +91,7 @@ public:
 
     /// Maps and initialises the store (host side, before starting workers).
     /// Throws SystemError.
-    explicit SharedMemory(SharedMemoryOptions options = {});
+    explicit SharedMemory(SharedMemoryOptions memory_options = {});
 
     // ---- values. Each call is atomic with respect to all other calls.
 

@@ -72,7 +72,7 @@ public:
 
     template <class F, class... Args>
         requires std::invocable<std::decay_t<F>&, Messenger&, std::decay_t<Args>&...>
-    WorkerResource(const WorkerOptions& options, F&& target, Args&&... args) : options_(options) {
+    WorkerResource(const WorkerOptions& worker_options, F&& target, Args&&... args) : options_(worker_options) {
         auto call = [fn = std::decay_t<F>(std::forward<F>(target)),
                      bound = std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...)](Messenger& m) mutable {
             return std::apply(
