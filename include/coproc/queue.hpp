@@ -97,6 +97,47 @@ private:
     std::size_t size_ = 0;
 };
 
+namespace detail {
+/// Channel -> queue map shared by both multi-queues. Most traffic uses one
+/// channel, so the last lookup is cached (map nodes are stable).
+template <class Slot>
+class ChannelMap {
+public:
+    [[nodiscard]] const Slot* find(const Channel& channel) const {
+        if (last_.ptr != nullptr && last_.ptr->first == channel) return &last_.ptr->second;
+        auto it = slots_.find(channel);
+        if (it == slots_.end()) return nullptr;
+        last_.ptr = &*it;
+        return &it->second;
+    }
+    [[nodiscard]] Slot* find(const Channel& channel) { return const_cast<Slot*>(std::as_const(*this).find(channel)); }
+    /// The channel's queue, created on first use.
+    [[nodiscard]] Slot& slot(const Channel& channel) {
+        if (auto* q = find(channel)) return *q;
+        auto it = slots_.try_emplace(channel).first;
+        last_.ptr = &*it;
+        return it->second;
+    }
+    [[nodiscard]] std::size_t size(const Channel& channel) const {
+        const auto* q = find(channel);
+        return q == nullptr ? 0 : q->size();
+    }
+    [[nodiscard]] std::size_t total_size() const {
+        std::size_t n = 0;
+        for (const auto& [ch, q] : slots_) n += q.size();
+        return n;
+    }
+    template <class F>
+    void for_each_channel(F&& f) const {
+        for (const auto& [ch, q] : slots_) f(ch, q.size());
+    }
+
+private:
+    std::map<Channel, Slot> slots_;
+    mutable CachedPtr<const typename std::map<Channel, Slot>::value_type> last_;
+};
+}  // namespace detail
+
 /// One FIFO queue per channel.
 template <class T>
 class MultiQueue {
@@ -104,54 +145,29 @@ public:
     static constexpr std::string_view type_name = "MultiQueue";
     static constexpr bool uses_priority = false;
 
-    void put(T item, const Channel& channel = {}) { slot(channel).push_back(std::move(item)); }
+    void put(T item, const Channel& channel = {}) { queues_.slot(channel).push_back(std::move(item)); }
     /// Same as put(item, channel): a MultiQueue ignores priorities.
     void put(T item, double /*priority*/, const Channel& channel) { put(std::move(item), channel); }
     /// Throws std::out_of_range if the channel is empty.
     T get(const Channel& channel = {}) {
-        auto* q = find(channel);
+        auto* q = queues_.find(channel);
         if (q == nullptr || q->empty()) throw std::out_of_range("Cannot pop from empty queue");
         T item = std::move(q->front());
         q->pop_front();
         return item;
     }
-    [[nodiscard]] std::size_t size(const Channel& channel = {}) const {
-        const auto* q = find(channel);
-        return q == nullptr ? 0 : q->size();
-    }
+    [[nodiscard]] std::size_t size(const Channel& channel = {}) const { return queues_.size(channel); }
     [[nodiscard]] bool empty(const Channel& channel = {}) const { return size(channel) == 0; }
     /// Items queued on all channels.
-    [[nodiscard]] std::size_t total_size() const {
-        std::size_t n = 0;
-        for (const auto& [ch, q] : queues_) n += q.size();
-        return n;
-    }
+    [[nodiscard]] std::size_t total_size() const { return queues_.total_size(); }
     /// Visits (channel, size) for every channel ever used, in channel order.
     template <class F>
     void for_each_channel(F&& f) const {
-        for (const auto& [ch, q] : queues_) f(ch, q.size());
+        queues_.for_each_channel(std::forward<F>(f));
     }
 
 private:
-    using Slot = std::deque<T>;
-    // Most traffic uses one channel: remember the last one looked up (map
-    // nodes are stable, so the pointer stays valid).
-    const Slot* find(const Channel& channel) const {
-        if (last_.ptr != nullptr && last_.ptr->first == channel) return &last_.ptr->second;
-        auto it = queues_.find(channel);
-        if (it == queues_.end()) return nullptr;
-        last_.ptr = &*it;
-        return &it->second;
-    }
-    Slot* find(const Channel& channel) { return const_cast<Slot*>(std::as_const(*this).find(channel)); }
-    Slot& slot(const Channel& channel) {
-        if (auto* q = find(channel)) return *q;
-        auto it = queues_.try_emplace(channel).first;
-        last_.ptr = &*it;
-        return it->second;
-    }
-    std::map<Channel, Slot> queues_;
-    mutable detail::CachedPtr<const typename std::map<Channel, Slot>::value_type> last_;
+    detail::ChannelMap<std::deque<T>> queues_;
 };
 
 /// One PriorityQueue per channel.
@@ -161,46 +177,25 @@ public:
     static constexpr std::string_view type_name = "PriorityMultiQueue";
     static constexpr bool uses_priority = true;
 
-    void put(T item, double priority, const Channel& channel = {}) { slot(channel).put(std::move(item), priority); }
+    void put(T item, double priority, const Channel& channel = {}) {
+        queues_.slot(channel).put(std::move(item), priority);
+    }
     /// Throws std::out_of_range if the channel is empty.
     T get(const Channel& channel = {}) {
-        auto* q = find(channel);
+        auto* q = queues_.find(channel);
         if (q == nullptr) throw std::out_of_range("Cannot pop from empty queue");
         return q->get();
     }
-    [[nodiscard]] std::size_t size(const Channel& channel = {}) const {
-        const auto* q = find(channel);
-        return q == nullptr ? 0 : q->size();
-    }
+    [[nodiscard]] std::size_t size(const Channel& channel = {}) const { return queues_.size(channel); }
     [[nodiscard]] bool empty(const Channel& channel = {}) const { return size(channel) == 0; }
-    [[nodiscard]] std::size_t total_size() const {
-        std::size_t n = 0;
-        for (const auto& [ch, q] : queues_) n += q.size();
-        return n;
-    }
+    [[nodiscard]] std::size_t total_size() const { return queues_.total_size(); }
     template <class F>
     void for_each_channel(F&& f) const {
-        for (const auto& [ch, q] : queues_) f(ch, q.size());
+        queues_.for_each_channel(std::forward<F>(f));
     }
 
 private:
-    using Slot = PriorityQueue<T>;
-    const Slot* find(const Channel& channel) const {
-        if (last_.ptr != nullptr && last_.ptr->first == channel) return &last_.ptr->second;
-        auto it = queues_.find(channel);
-        if (it == queues_.end()) return nullptr;
-        last_.ptr = &*it;
-        return &it->second;
-    }
-    Slot* find(const Channel& channel) { return const_cast<Slot*>(std::as_const(*this).find(channel)); }
-    Slot& slot(const Channel& channel) {
-        if (auto* q = find(channel)) return *q;
-        auto it = queues_.try_emplace(channel).first;
-        last_.ptr = &*it;
-        return it->second;
-    }
-    std::map<Channel, Slot> queues_;
-    mutable detail::CachedPtr<const typename std::map<Channel, Slot>::value_type> last_;
+    detail::ChannelMap<PriorityQueue<T>> queues_;
 };
 
 namespace detail {
