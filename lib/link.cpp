@@ -27,7 +27,7 @@ std::size_t Link::write_until(std::string_view bytes, Deadline deadline) {
     std::size_t off = 0;
     while (off < bytes.size()) {
         std::size_t n = 0;
-        switch (send_some(fd_.get(), bytes.data() + off, bytes.size() - off, false, n)) {
+        switch (send_some(fd_.get(), bytes.data() + off, bytes.size() - off, n)) {
             case SendResult::ok: off += n; break;
             case SendResult::peer_closed: raise_peer_closed();
             case SendResult::would_block: {

@@ -123,8 +123,8 @@ void set_receive_timeout(int fd, std::chrono::milliseconds timeout) {
     check_unix(::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), "setsockopt(SO_RCVTIMEO)");
 }
 
-SendResult send_some(int fd, const void* data, std::size_t size, bool block, std::size_t& sent) {
-    const int flags = MSG_NOSIGNAL | (block ? 0 : MSG_DONTWAIT);
+SendResult send_some(int fd, const void* data, std::size_t size, std::size_t& sent) {
+    const int flags = MSG_NOSIGNAL | MSG_DONTWAIT;
     const long n = retry_eintr(g_syscalls.send, fd, data, size, flags);
     if (n >= 0) {
         sent = static_cast<std::size_t>(n);

@@ -109,8 +109,8 @@ void set_receive_timeout(int fd, std::chrono::milliseconds timeout);
 /// Outcome of send_some.
 enum class SendResult { ok, would_block, peer_closed };
 
-/// One send with MSG_NOSIGNAL (never SIGPIPE). `block` selects a blocking or a
-/// non-blocking call. `sent` receives the byte count on ok. Throws SystemError.
-[[nodiscard]] SendResult send_some(int fd, const void* data, std::size_t size, bool block, std::size_t& sent);
+/// One non-blocking send with MSG_NOSIGNAL (never SIGPIPE). `sent` receives
+/// the byte count on ok. Throws SystemError.
+[[nodiscard]] SendResult send_some(int fd, const void* data, std::size_t size, std::size_t& sent);
 
 }  // namespace coproc::detail
