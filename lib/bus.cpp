@@ -24,6 +24,7 @@ namespace coproc {
 using detail::Clock;
 using detail::Deadline;
 using detail::deadline_after;
+using detail::poll_timeout;
 }  // namespace coproc
 
 namespace coproc {
@@ -439,7 +440,7 @@ struct SubscriberState {
 
     // Reads one frame (waiting up to `timeout_ms`, -1 forever). Returns a
     // message to deliver, or nullopt (nothing, or a frame that was dropped).
-    std::optional<BusMessage> read_one(long timeout_ms, bool& got_frame) {
+    std::optional<BusMessage> read_one(int timeout_ms, bool& got_frame) {
         got_frame = false;
         auto& sock = *socket;
         zmq::message_t msg;
@@ -497,13 +498,7 @@ struct SubscriberState {
             return m;
         }
         for (;;) {
-            long timeout_ms = -1;
-            if (deadline) {
-                const auto left = *deadline - Clock::now();
-                timeout_ms = left <= Clock::duration::zero()
-                                 ? 0
-                                 : static_cast<long>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
-            }
+            const int timeout_ms = poll_timeout(deadline);
             bool got_frame = false;
             if (auto m = read_one(timeout_ms, got_frame)) return m;
             if (!got_frame && deadline && Clock::now() >= *deadline) return std::nullopt;
@@ -529,11 +524,10 @@ void Subscriber::wait_ready(std::chrono::nanoseconds timeout) {
     auto& s = *state_;
     const Deadline deadline = deadline_after(timeout);
     while (!s.ready) {
-        const auto left = *deadline - Clock::now();
-        if (left <= Clock::duration::zero()) throw Timeout("coproc::Bus: no publisher confirmed the subscription");
+        const int timeout_ms = poll_timeout(deadline);  // -1 for a timeout too long to have a deadline
+        if (timeout_ms == 0) throw Timeout("coproc::Bus: no publisher confirmed the subscription");
         bool got_frame = false;
-        if (auto m = s.read_one(static_cast<long>(std::chrono::ceil<std::chrono::milliseconds>(left).count()), got_frame))
-            s.stash.push_back(std::move(*m));
+        if (auto m = s.read_one(timeout_ms, got_frame)) s.stash.push_back(std::move(*m));
     }
 }
 

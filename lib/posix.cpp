@@ -51,16 +51,15 @@ SocketPair make_socketpair() {
     return {UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
 
-namespace {
-
-// Milliseconds left until the deadline, rounded up, for poll(); -1 = forever.
-int poll_timeout(Deadline deadline) {
+int poll_timeout(Deadline deadline) noexcept {
     if (!deadline) return -1;
     const auto left = *deadline - Clock::now();
     if (left <= Clock::duration::zero()) return 0;
     const auto ms = std::chrono::ceil<std::chrono::milliseconds>(left).count();
     return static_cast<int>(std::min<long long>(ms, INT_MAX));
 }
+
+namespace {
 
 // poll() that survives EINTR by recomputing the time left (never restarts the
 // full timeout). Returns the number of ready fds, 0 on deadline.

@@ -33,6 +33,10 @@ auto retry_eintr(F f, Args... args) {
     }
 }
 
+/// Milliseconds left until `deadline` for poll()-style calls, rounded up so a
+/// wait never ends early; -1 for no deadline, 0 once it has passed.
+[[nodiscard]] int poll_timeout(Deadline deadline) noexcept;
+
 /// Throws SystemError for `err`, naming the operation.
 [[noreturn]] void throw_system_error(int err, const char* operation);
 
