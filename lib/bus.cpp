@@ -367,7 +367,12 @@ void Publisher::start() {
     }
     const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (fd < 0) detail::throw_system_error(errno, "eventfd");
-    s.wake.reset(fd);
+    {
+        // put() and request_stop() may run in other threads: they look at the
+        // wake-up fd under the mutex only.
+        const std::lock_guard lock(s.mutex);
+        s.wake.reset(fd);
+    }
     s.running = true;
     s.thread = std::thread([&s] { s.run(); });  // the socket moves to this thread (thread start is a full barrier)
     s.notify();  // send what was put before start()
@@ -380,16 +385,17 @@ void Publisher::put_json(const Channels& channels, const Json& message) {
         throw std::invalid_argument("coproc::Bus: empty message");
     const std::string text = detail::python_json_dumps(message);  // serialised once
     auto& s = *state_;
-    bool was_empty = false;
+    bool wake_thread = false;
     {
         const std::lock_guard lock(s.mutex);
         if (s.stop_requested) throw Error("coproc::Bus: put() after the publisher was stopped");
-        was_empty = s.queue.empty();
+        // The thread takes the whole queue at each wake-up: only the put that
+        // finds it empty needs to wake it (one write per burst, not per
+        // message); before start() there is no thread yet, start() wakes it.
+        wake_thread = s.queue.empty() && s.wake;
         for (const auto& channel : channels.names()) s.queue.emplace_back(channel + ' ' + text);
     }
-    // The thread takes the whole queue at each wake-up: only the put that
-    // finds it empty needs to wake it (one write per burst, not per message).
-    if (was_empty && s.wake) s.notify();
+    if (wake_thread) s.notify();
 }
 
 void Publisher::wait_for_subscribers(std::size_t count, std::chrono::nanoseconds timeout) {
@@ -402,13 +408,15 @@ void Publisher::wait_for_subscribers(std::size_t count, std::chrono::nanoseconds
 void Publisher::request_stop() {
     if (!state_) return;
     auto& s = *state_;
+    bool wake_thread = false;
     {
         const std::lock_guard lock(s.mutex);
         if (s.stop_requested) return;
         s.stop_requested = true;
         s.queue.emplace_back(std::nullopt);
+        wake_thread = static_cast<bool>(s.wake);
     }
-    if (s.wake) s.notify();
+    if (wake_thread) s.notify();
 }
 
 void Publisher::stop() {
