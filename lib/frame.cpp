@@ -66,8 +66,10 @@ std::size_t begin_frame(std::string& out, FrameKind kind, const Channel& channel
     return start;
 }
 
-void finish_frame(std::string& out, std::size_t start, std::size_t max_frame_size) {
-    const std::size_t body = out.size() - start - frame_header_size;
+void mark_shm_frame(std::string& out, std::size_t start) noexcept { out[start + 3] = static_cast<char>(frame_flag_shm); }
+
+void finish_frame(std::string& out, std::size_t start, std::size_t max_frame_size, std::size_t gathered) {
+    const std::size_t body = out.size() - start - frame_header_size + gathered;
     if (body > max_frame_size) {
         out.resize(start);
         throw ProtocolError("coproc: message of " + std::to_string(body) + " bytes exceeds the maximum frame size of " +
@@ -134,7 +136,7 @@ std::optional<FrameView> FrameReader::next() {
         const std::string_view body = large_.view();
         return FrameView{large_kind_, large_priority_,
                          make_channel(large_chan_kind_, large_chan_int_, body.substr(0, large_name_len_)),
-                         body.substr(large_name_len_), &large_};
+                         body.substr(large_name_len_), false, &large_};
     }
     const std::size_t avail = end_ - begin_;
     if (avail < frame_header_size) return std::nullopt;
@@ -143,7 +145,12 @@ std::optional<FrameView> FrameReader::next() {
     const auto kind = static_cast<unsigned char>(h[1]);
     if (kind < 1 || kind > 6) throw ProtocolError("coproc: unknown frame kind " + std::to_string(kind));
     const auto chan_kind = static_cast<unsigned char>(h[2]);
-    if (chan_kind > 2 || h[3] != 0) throw ProtocolError("coproc: bad frame header");
+    const auto flags = static_cast<unsigned char>(h[3]);
+    if (chan_kind > 2 || (flags & ~frame_flag_shm) != 0) throw ProtocolError("coproc: bad frame header");
+    const bool shm = flags == frame_flag_shm;
+    if (shm && kind != static_cast<unsigned char>(FrameKind::data) && kind != static_cast<unsigned char>(FrameKind::request) &&
+        kind != static_cast<unsigned char>(FrameKind::reply))
+        throw ProtocolError("coproc: shared-memory flag on a control frame");
     const std::uint64_t name_len = get_le<std::uint32_t>(h + 4);
     const std::uint64_t chan_int = get_le<std::uint64_t>(h + 8);
     const double priority = std::bit_cast<double>(get_le<std::uint64_t>(h + 16));
@@ -158,7 +165,7 @@ std::optional<FrameView> FrameReader::next() {
     const auto body_len = static_cast<std::size_t>(name_len + payload_len);
     const std::size_t total = frame_header_size + body_len;
     if (avail < total) {
-        if (body_len > direct_read_threshold) {
+        if (body_len > direct_read_threshold && !shm) {
             // Read the rest straight into the frame's own buffer.
             if (spare_.reuse_for(body_len))
                 large_ = std::move(spare_);
@@ -181,7 +188,7 @@ std::optional<FrameView> FrameReader::next() {
     }
     const char* body = h + frame_header_size;
     FrameView view{static_cast<FrameKind>(kind), priority, make_channel(chan_kind, chan_int, std::string_view(body, name_len)),
-                   std::string_view(body + name_len, static_cast<std::size_t>(payload_len))};
+                   std::string_view(body + name_len, static_cast<std::size_t>(payload_len)), shm};
     begin_ += total;
     need_ = frame_header_size;
     return view;
@@ -219,7 +226,7 @@ long FrameReader::fill_impl(int fd, bool block) {
         dest = buf_.get() + end_;
         space = cap_ - end_;
     }
-    const long n = block ? recv_blocking(fd, dest, space) : recv_some(fd, dest, space);
+    const long n = block ? recv_blocking(fd, dest, space, &inbox_) : recv_some(fd, dest, space, &inbox_);
     last_short_ = n >= 0 && static_cast<std::size_t>(n) < space;
     if (n > 0) {
         if (direct_)

@@ -3,6 +3,9 @@
 
 #include "coproc/error.hpp"
 
+#include <algorithm>
+#include <cstring>
+
 namespace coproc::detail {
 
 namespace {
@@ -11,8 +14,12 @@ namespace {
 constexpr std::size_t drain_budget = std::size_t{64} << 20;
 }  // namespace
 
-Link::Link(UniqueFd fd, std::uint64_t fingerprint, std::size_t max_frame_size)
-    : fd_(std::move(fd)), reader_(max_frame_size), fingerprint_(fingerprint) {
+Link::Link(UniqueFd fd, std::uint64_t fingerprint, std::size_t max_frame_size, LargePayloadOptions large)
+    : fd_(std::move(fd)),
+      reader_(max_frame_size),
+      fingerprint_(fingerprint),
+      shm_threshold_(large.threshold),
+      shm_out_(large.limit) {
     std::string hello;
     append_frame(hello, FrameKind::hello, Channel{}, 0.0, encode_hello(fingerprint), max_frame_size);
     try {
@@ -23,12 +30,27 @@ Link::Link(UniqueFd fd, std::uint64_t fingerprint, std::size_t max_frame_size)
     }
 }
 
-std::size_t Link::write_until(std::string_view bytes, Deadline deadline) {
+std::size_t Link::write_until(std::span<iovec> segments, Deadline deadline, int attach_fd) {
     std::size_t off = 0;
-    while (off < bytes.size()) {
+    while (!segments.empty()) {
+        if (segments.front().iov_len == 0) {
+            segments = segments.subspan(1);
+            continue;
+        }
         std::size_t n = 0;
-        switch (send_some(fd_.get(), bytes.data() + off, bytes.size() - off, n)) {
-            case SendResult::ok: off += n; break;
+        switch (send_some(fd_.get(), segments, n, attach_fd)) {
+            case SendResult::ok:
+                if (n > 0) attach_fd = -1;  // it went with the first byte
+                off += n;
+                while (n > 0) {
+                    iovec& first = segments.front();
+                    const std::size_t used = std::min(n, first.iov_len);
+                    first.iov_base = static_cast<char*>(first.iov_base) + used;
+                    first.iov_len -= used;
+                    n -= used;
+                    if (first.iov_len == 0) segments = segments.subspan(1);
+                }
+                break;
             case SendResult::peer_closed: raise_peer_closed();
             case SendResult::would_block: {
                 // While we wait for room, take in what the peer writes: a peer
@@ -45,19 +67,77 @@ std::size_t Link::write_until(std::string_view bytes, Deadline deadline) {
     return off;
 }
 
-SendOutcome Link::send(std::string_view frames, Deadline deadline) {
+SendOutcome Link::send_segments(std::span<iovec> segments, std::size_t total, Deadline deadline, int attach_fd) {
     if (!pending_.empty()) {
-        const std::size_t n = write_until(pending_, deadline);
+        iovec rest{pending_.data(), pending_.size()};
+        const std::size_t n = write_until(std::span<iovec>(&rest, 1), deadline, -1);
         pending_.erase(0, n);
         if (!pending_.empty()) return SendOutcome::timed_out;
     }
-    const std::size_t n = write_until(frames, deadline);
-    if (n == frames.size()) return SendOutcome::sent;
+    const std::size_t n = write_until(segments, deadline, attach_fd);
+    if (n == total) return SendOutcome::sent;
     if (n == 0) return SendOutcome::timed_out;
     // Part of a frame is in the stream: it cannot be taken back, so the rest
-    // is written before anything else (the next frame stays intact).
-    pending_.assign(frames.substr(n));
+    // is written before anything else (the next frame stays intact). The
+    // segments may point into the caller's message: keep a copy.
+    pending_.clear();
+    for (const iovec& v : segments) pending_.append(static_cast<const char*>(v.iov_base), v.iov_len);
     return SendOutcome::timed_out_committed;
+}
+
+SendOutcome Link::send(std::string_view frames, Deadline deadline) {
+    iovec one{const_cast<char*>(frames.data()), frames.size()};
+    return send_segments(std::span<iovec>(&one, 1), frames.size(), deadline, -1);
+}
+
+SendOutcome Link::send_message(std::size_t start, std::size_t payload_start, Deadline deadline) {
+    const std::size_t payload = out_.size() - payload_start + gather_.bytes;
+    if (shm_threshold_ != 0 && payload >= shm_threshold_ && payload <= reader_.max_frame_size()) {
+        if (const auto grant = shm_out_.acquire(payload)) {
+            // The one copy of the payload: message (and buffer) into the slot.
+            char* dest = grant.data;
+            std::size_t from = payload_start;
+            for (const auto& run : gather_.runs) {
+                std::memcpy(dest, out_.data() + from, run.at - from);
+                dest += run.at - from;
+                std::memcpy(dest, run.data, run.size);
+                dest += run.size;
+                from = run.at;
+            }
+            std::memcpy(dest, out_.data() + from, out_.size() - from);
+            out_.resize(payload_start);
+            mark_shm_frame(out_, start);
+            int attach_fd = -1;
+            const ShmDescriptor d = shm_out_.describe(grant, payload, attach_fd);
+            out_.resize(payload_start + shm_descriptor_size);
+            encode_shm_descriptor(out_.data() + payload_start, d);
+            finish_frame(out_, start, reader_.max_frame_size());
+            iovec one{out_.data(), out_.size()};
+            SendOutcome outcome = SendOutcome::timed_out;
+            try {
+                outcome = send_segments(std::span<iovec>(&one, 1), out_.size(), deadline, attach_fd);
+            } catch (...) {
+                shm_out_.abandon(grant);  // the peer is gone; nothing refers to the slot
+                throw;
+            }
+            if (outcome == SendOutcome::timed_out)
+                shm_out_.abandon(grant);
+            else
+                shm_out_.sent(grant);
+            return outcome;
+        }
+    }
+    finish_frame(out_, start, reader_.max_frame_size(), gather_.bytes);
+    if (gather_.runs.empty()) return send(out_, deadline);
+    iov_.clear();
+    std::size_t from = 0;
+    for (const auto& run : gather_.runs) {
+        iov_.push_back({out_.data() + from, run.at - from});
+        iov_.push_back({const_cast<char*>(run.data), run.size});
+        from = run.at;
+    }
+    iov_.push_back({out_.data() + from, out_.size() - from});
+    return send_segments(iov_, out_.size() + gather_.bytes, deadline, -1);
 }
 
 void Link::handle_hello(const FrameView& frame) {
@@ -104,7 +184,10 @@ std::size_t Link::drain(Sink sink, void* context) {
                 case FrameKind::data:
                 case FrameKind::request:
                 case FrameKind::reply:
-                    sink(context, *frame);
+                    if (frame->shm)
+                        deliver_shm(sink, context, *frame);
+                    else
+                        sink(context, *frame);
                     ++delivered;
                     break;
                 case FrameKind::error: throw_error_payload(frame->payload);
@@ -130,6 +213,15 @@ std::size_t Link::drain(Sink sink, void* context) {
         socket_empty = reader_.last_fill_short();
         read_total += static_cast<std::size_t>(n);
     }
+}
+
+void Link::deliver_shm(Sink sink, void* context, const FrameView& frame) {
+    Bytes payload = shm_in_.resolve(decode_shm_descriptor(frame.payload), reader_.inbox(), reader_.max_frame_size());
+    FrameView view = frame;
+    view.payload = payload.view();
+    view.shm = false;
+    view.owned = &payload;  // the sink keeps the borrowed payload; if not, the slot is freed here
+    sink(context, view);
 }
 
 bool Link::wait(Deadline deadline) {

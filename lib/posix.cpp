@@ -10,6 +10,9 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
+#include <mutex>
+#include <vector>
 #include <system_error>
 
 #include "coproc/error.hpp"
@@ -17,15 +20,72 @@
 namespace coproc::detail {
 
 namespace {
-long real_recv(int fd, void* buffer, std::size_t size, int flags) { return ::recv(fd, buffer, size, flags); }
-long real_send(int fd, const void* data, std::size_t size, int flags) { return ::send(fd, data, size, flags); }
+long real_recvmsg(int fd, msghdr* message, int flags) { return ::recvmsg(fd, message, flags); }
+long real_sendmsg(int fd, const msghdr* message, int flags) { return ::sendmsg(fd, message, flags); }
 int real_poll(pollfd* fds, unsigned long count, int timeout_ms) { return ::poll(fds, count, timeout_ms); }
-Syscalls g_syscalls{&real_recv, &real_send, &real_poll};
+Syscalls g_syscalls{&real_recvmsg, &real_sendmsg, &real_poll};
 }  // namespace
 
 Syscalls& syscalls() noexcept { return g_syscalls; }
-Syscalls real_syscalls() noexcept { return {&real_recv, &real_send, &real_poll}; }
+Syscalls real_syscalls() noexcept { return {&real_recvmsg, &real_sendmsg, &real_poll}; }
 void reset_syscalls() noexcept { g_syscalls = real_syscalls(); }
+
+namespace {
+struct FdRegistry {
+    std::mutex mutex;
+    std::vector<int> fds;
+    pid_t owner = 0;  // the process these fds belong to
+};
+
+FdRegistry& registry() {
+    static auto* r = new FdRegistry;  // leaked: children and late destructors may still use it
+    return *r;
+}
+
+// In a worker that itself starts workers, the entries inherited from its
+// parent name fds it closed at start-up (their numbers may be reused since).
+void forget_inherited(FdRegistry& r) {
+    const pid_t self = ::getpid();
+    if (r.owner != self) {
+        r.fds.clear();
+        r.owner = self;
+    }
+}
+
+}  // namespace
+
+std::vector<int> registered_fds() {
+    auto& r = registry();
+    const std::lock_guard lock(r.mutex);
+    forget_inherited(r);
+    return r.fds;
+}
+
+
+FdRegistration::FdRegistration(int fd) : fd_(fd) {
+    auto& r = registry();
+    const std::lock_guard lock(r.mutex);
+    forget_inherited(r);
+    r.fds.push_back(fd);
+}
+
+FdRegistration& FdRegistration::operator=(FdRegistration&& other) noexcept {
+    if (this != &other) {
+        reset();
+        fd_ = std::exchange(other.fd_, -1);
+    }
+    return *this;
+}
+
+void FdRegistration::reset() noexcept {
+    if (fd_ < 0) return;
+    auto& r = registry();
+    const std::lock_guard lock(r.mutex);
+    if (r.owner == ::getpid()) {
+        if (auto it = std::find(r.fds.begin(), r.fds.end(), fd_); it != r.fds.end()) r.fds.erase(it);
+    }
+    fd_ = -1;
+}
 
 void throw_system_error(int err, const char* operation) {
     throw SystemError(std::error_code(err, std::generic_category()), operation);
@@ -97,10 +157,40 @@ unsigned wait_io(int fd, bool also_readable, Deadline deadline) {
 }
 
 namespace {
-long recv_with(int fd, void* buffer, std::size_t size, int flags) {
+
+// Moves the descriptors of an SCM_RIGHTS message into `inbox` (or closes them).
+void collect_fds(msghdr& message, FdInbox* inbox) {
+    for (cmsghdr* c = CMSG_FIRSTHDR(&message); c != nullptr; c = CMSG_NXTHDR(&message, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (std::size_t i = 0; i < count; ++i) {
+            int received = -1;
+            std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            UniqueFd owned(received);
+            if (inbox != nullptr) inbox->push_back(std::move(owned));
+        }
+    }
+    // The kernel dropped descriptors it could not fit: the frames that name
+    // them can never be resolved, so the stream is broken.
+    if ((message.msg_flags & MSG_CTRUNC) != 0) throw ProtocolError("coproc: received too many file descriptors at once");
+}
+
+long recv_with(int fd, void* buffer, std::size_t size, int flags, FdInbox* inbox) {
     for (int resets = 0;; ++resets) {
-        const long n = retry_eintr(g_syscalls.recv, fd, buffer, size, flags);
-        if (n >= 0) return n;
+        iovec iov{buffer, size};
+        // Room for a few descriptors: a sender attaches at most one per send,
+        // and a read never spans two sends that carry descriptors.
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+        msghdr message{};
+        message.msg_iov = &iov;
+        message.msg_iovlen = 1;
+        message.msg_control = control;
+        message.msg_controllen = sizeof control;
+        const long n = retry_eintr(g_syscalls.recvmsg, fd, &message, flags | MSG_CMSG_CLOEXEC);
+        if (n >= 0) {
+            if (message.msg_controllen != 0) collect_fds(message, inbox);
+            return n;
+        }
         if (errno == EAGAIN || errno == EWOULDBLOCK) return -1;
         // A peer that exits with unread data in its own receive queue makes
         // the kernel report ECONNRESET to us once (the error is cleared as it
@@ -113,8 +203,10 @@ long recv_with(int fd, void* buffer, std::size_t size, int flags) {
 }
 }  // namespace
 
-long recv_some(int fd, void* buffer, std::size_t size) { return recv_with(fd, buffer, size, MSG_DONTWAIT); }
-long recv_blocking(int fd, void* buffer, std::size_t size) { return recv_with(fd, buffer, size, 0); }
+long recv_some(int fd, void* buffer, std::size_t size, FdInbox* inbox) {
+    return recv_with(fd, buffer, size, MSG_DONTWAIT, inbox);
+}
+long recv_blocking(int fd, void* buffer, std::size_t size, FdInbox* inbox) { return recv_with(fd, buffer, size, 0, inbox); }
 
 void set_receive_timeout(int fd, std::chrono::milliseconds timeout) {
     const auto us = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
@@ -122,9 +214,25 @@ void set_receive_timeout(int fd, std::chrono::milliseconds timeout) {
     check_unix(::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), "setsockopt(SO_RCVTIMEO)");
 }
 
-SendResult send_some(int fd, const void* data, std::size_t size, std::size_t& sent) {
-    const int flags = MSG_NOSIGNAL | MSG_DONTWAIT;
-    const long n = retry_eintr(g_syscalls.send, fd, data, size, flags);
+SendResult send_some(int fd, std::span<const iovec> segments, std::size_t& sent, int attach_fd) {
+    // Linux accepts up to IOV_MAX (1024) segments; a longer list is simply
+    // sent in several calls (the caller loops over partial sends anyway).
+    constexpr std::size_t max_segments = 64;
+    msghdr message{};
+    message.msg_iov = const_cast<iovec*>(segments.data());  // sendmsg does not write through it
+    message.msg_iovlen = std::min(segments.size(), max_segments);
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+    if (attach_fd >= 0) {
+        std::memset(control, 0, sizeof control);
+        message.msg_control = control;
+        message.msg_controllen = sizeof control;
+        cmsghdr* c = CMSG_FIRSTHDR(&message);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        std::memcpy(CMSG_DATA(c), &attach_fd, sizeof(int));
+    }
+    const long n = retry_eintr(g_syscalls.sendmsg, fd, static_cast<const msghdr*>(&message), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n >= 0) {
         sent = static_cast<std::size_t>(n);
         return SendResult::ok;
@@ -132,6 +240,11 @@ SendResult send_some(int fd, const void* data, std::size_t size, std::size_t& se
     if (errno == EAGAIN || errno == EWOULDBLOCK) return SendResult::would_block;
     if (errno == EPIPE || errno == ECONNRESET) return SendResult::peer_closed;
     throw_system_error(errno, "send");
+}
+
+SendResult send_some(int fd, const void* data, std::size_t size, std::size_t& sent) {
+    const iovec one{const_cast<void*>(data), size};
+    return send_some(fd, std::span<const iovec>(&one, 1), sent, -1);
 }
 
 }  // namespace coproc::detail

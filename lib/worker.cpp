@@ -27,34 +27,6 @@ extern "C" {
 namespace coproc::detail {
 namespace {
 
-struct FdRegistry {
-    std::mutex mutex;
-    std::vector<int> fds;
-    pid_t owner = 0;  // the process these fds belong to
-};
-
-FdRegistry& registry() {
-    static auto* r = new FdRegistry;  // leaked: children and late destructors may still use it
-    return *r;
-}
-
-// In a worker that itself starts workers, the entries inherited from its
-// parent name fds it closed at start-up (their numbers may be reused since).
-void forget_inherited(FdRegistry& r) {
-    const pid_t self = ::getpid();
-    if (r.owner != self) {
-        r.fds.clear();
-        r.owner = self;
-    }
-}
-
-std::vector<int> registry_snapshot() {
-    auto& r = registry();
-    const std::lock_guard lock(r.mutex);
-    forget_inherited(r);
-    return r.fds;
-}
-
 // pidfd_open needs Linux 5.3; valgrind 3.19 does not know it either.
 // COPROC_FORCE_EXIT_PIPE=1 selects the fallback (the test suite runs both).
 bool pidfd_supported() {
@@ -113,30 +85,6 @@ bool is_crash_signal(int sig) {
 
 }  // namespace
 
-FdRegistration::FdRegistration(int fd) : fd_(fd) {
-    auto& r = registry();
-    const std::lock_guard lock(r.mutex);
-    forget_inherited(r);
-    r.fds.push_back(fd);
-}
-
-FdRegistration& FdRegistration::operator=(FdRegistration&& other) noexcept {
-    if (this != &other) {
-        reset();
-        fd_ = std::exchange(other.fd_, -1);
-    }
-    return *this;
-}
-
-void FdRegistration::reset() noexcept {
-    if (fd_ < 0) return;
-    auto& r = registry();
-    const std::lock_guard lock(r.mutex);
-    if (r.owner == ::getpid()) {
-        if (auto it = std::find(r.fds.begin(), r.fds.end(), fd_); it != r.fds.end()) r.fds.erase(it);
-    }
-    fd_ = -1;
-}
 
 std::unique_ptr<ChildProcess> ChildProcess::fork(int channel_fd, int parent_death_signal, ChildBody body,
                                                  void* context) {
@@ -149,7 +97,7 @@ std::unique_ptr<ChildProcess> ChildProcess::fork(int channel_fd, int parent_deat
         exit_read.reset(p[0]);
         exit_write.reset(p[1]);
     }
-    const std::vector<int> close_fds = registry_snapshot();
+    const std::vector<int> close_fds = registered_fds();
     const pid_t parent = ::getpid();
     std::fflush(nullptr);  // or buffered output would be written twice
 

@@ -87,7 +87,11 @@ TEST_CASE("garbage headers are a ProtocolError", "[frame]") {
     SECTION("bad magic") { bytes[0] = 'G'; }
     SECTION("unknown kind") { bytes[1] = 42; }
     SECTION("unknown channel kind") { bytes[2] = 9; }
-    SECTION("reserved byte set") { bytes[3] = 1; }
+    SECTION("unknown flag bits") { bytes[3] = 2; }
+    SECTION("shared-memory flag on a control frame") {
+        bytes[1] = static_cast<char>(FrameKind::close);
+        bytes[3] = 1;
+    }
     SECTION("integer with a name length") { bytes[4] = 1; }
     SECTION("NaN priority") { poke64(bytes, 16, std::bit_cast<std::uint64_t>(std::numeric_limits<double>::quiet_NaN())); }
     FrameReader r;

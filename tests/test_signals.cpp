@@ -7,6 +7,7 @@
 #include <coproc/worker_resource.hpp>
 
 #include <poll.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <sys/time.h>
 
@@ -27,7 +28,7 @@ std::atomic<unsigned> g_calls{0};
 
 // Every third call fails with EINTR, every fifth recv with EAGAIN; transfers
 // are cut to a few bytes.
-long flaky_recv(int fd, void* buffer, std::size_t size, int flags) {
+long flaky_recv(int fd, msghdr* message, int flags) {
     const unsigned n = g_calls.fetch_add(1);
     if (n % 3 == 0) {
         errno = EINTR;
@@ -37,15 +38,32 @@ long flaky_recv(int fd, void* buffer, std::size_t size, int flags) {
         errno = EAGAIN;
         return -1;
     }
-    return coproc::detail::real_syscalls().recv(fd, buffer, std::min<std::size_t>(size, 1 + n % 7), flags);
+    // A short read: the first segment only, cut to a few bytes.
+    iovec first = message->msg_iov[0];
+    first.iov_len = std::min<std::size_t>(first.iov_len, 1 + n % 7);
+    msghdr shorter = *message;
+    shorter.msg_iov = &first;
+    shorter.msg_iovlen = 1;
+    const long r = coproc::detail::real_syscalls().recvmsg(fd, &shorter, flags);
+    message->msg_controllen = shorter.msg_controllen;
+    message->msg_flags = shorter.msg_flags;
+    return r;
 }
-long flaky_send(int fd, const void* data, std::size_t size, int flags) {
+long flaky_send(int fd, const msghdr* message, int flags) {
     const unsigned n = g_calls.fetch_add(1);
     if (n % 3 == 0) {
         errno = EINTR;
         return -1;
     }
-    return coproc::detail::real_syscalls().send(fd, data, std::min<std::size_t>(size, 1 + n % 11), flags);
+    // A short write: part of the first non-empty segment (with any attached fd).
+    std::size_t i = 0;
+    while (i + 1 < message->msg_iovlen && message->msg_iov[i].iov_len == 0) ++i;
+    iovec part = message->msg_iov[i];
+    part.iov_len = std::min<std::size_t>(part.iov_len, 1 + n % 11);
+    msghdr shorter = *message;
+    shorter.msg_iov = &part;
+    shorter.msg_iovlen = 1;
+    return coproc::detail::real_syscalls().sendmsg(fd, &shorter, flags);
 }
 int flaky_poll(pollfd* fds, unsigned long count, int timeout_ms) {
     if (g_calls.fetch_add(1) % 2 == 0) {

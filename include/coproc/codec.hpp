@@ -35,21 +35,30 @@
 #include <cereal/types/variant.hpp>
 #include <cereal/types/vector.hpp>
 
+#include "coproc/detail/bytes.hpp"
 #include "coproc/error.hpp"
 
 namespace coproc::detail {
 
-/// cereal output archive appending to a std::string owned by the caller.
+/// cereal output archive appending to a std::string owned by the caller
+/// (large runs to `gather` instead, if given).
 class BufferOutputArchive : public cereal::OutputArchive<BufferOutputArchive, cereal::AllowEmptyClassElision> {
 public:
-    explicit BufferOutputArchive(std::string& out)
-        : cereal::OutputArchive<BufferOutputArchive, cereal::AllowEmptyClassElision>(this), out_(out) {}
+    explicit BufferOutputArchive(std::string& out, Gather* gather = nullptr)
+        : cereal::OutputArchive<BufferOutputArchive, cereal::AllowEmptyClassElision>(this), out_(out), gather_(gather) {}
     void saveBinary(const void* data, std::size_t size) {
-        if (size != 0) out_.append(static_cast<const char*>(data), size);
+        if (size == 0) return;
+        if (gather_ != nullptr && size >= Gather::min_run) {
+            gather_->runs.push_back({out_.size(), static_cast<const char*>(data), size});
+            gather_->bytes += size;
+            return;
+        }
+        out_.append(static_cast<const char*>(data), size);
     }
 
 private:
     std::string& out_;
+    Gather* gather_;
 };
 
 /// cereal input archive over a byte range; throws ProtocolError when the input
@@ -69,6 +78,13 @@ public:
         if (size > in_.size() - pos_) throw ProtocolError("coproc: size prefix exceeds the message payload");
     }
     [[nodiscard]] std::size_t remaining() const noexcept { return in_.size() - pos_; }
+    /// The next `size` bytes, consumed without copying.
+    [[nodiscard]] std::string_view take(std::size_t size) {
+        if (size > in_.size() - pos_) throw ProtocolError("coproc: truncated message payload");
+        const auto bytes = in_.substr(pos_, size);
+        pos_ += size;
+        return bytes;
+    }
 
 private:
     std::string_view in_;
@@ -126,7 +142,11 @@ void CEREAL_LOAD_FUNCTION_NAME(BufferInputArchive& ar, std::vector<T, A>& vector
     cereal::size_type size = 0;
     ar(cereal::make_size_tag(size));  // checked against the bytes left
     vector.clear();
-    if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
+    if constexpr (sizeof(T) == 1 && std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
+        // Straight from the input: no zero-fill of the new storage first.
+        const auto bytes = ar.take(static_cast<std::size_t>(size));
+        vector.assign(reinterpret_cast<const T*>(bytes.data()), reinterpret_cast<const T*>(bytes.data() + bytes.size()));
+    } else if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
         if (size > ar.remaining() / sizeof(T)) throw ProtocolError("coproc: size prefix exceeds the message payload");
         vector.resize(static_cast<std::size_t>(size));
         ar.loadBinary(vector.data(), static_cast<std::size_t>(size) * sizeof(T));
@@ -136,6 +156,17 @@ void CEREAL_LOAD_FUNCTION_NAME(BufferInputArchive& ar, std::vector<T, A>& vector
             ar(vector.back());
         }
     }
+}
+
+/// Byte strings are copied straight from the input (cereal's loader resizes,
+/// i.e. zero-fills, first: a second pass over megabyte payloads).
+template <class C, class Traits, class A>
+    requires(sizeof(C) == 1 && std::is_arithmetic_v<C>)
+void CEREAL_LOAD_FUNCTION_NAME(BufferInputArchive& ar, std::basic_string<C, Traits, A>& str) {
+    cereal::size_type size = 0;
+    ar(cereal::make_size_tag(size));  // checked against the bytes left
+    const auto bytes = ar.take(static_cast<std::size_t>(size));
+    str.assign(reinterpret_cast<const C*>(bytes.data()), bytes.size());
 }
 
 // More specialized than both cereal's vector<bool> loader and ours above.
@@ -179,6 +210,19 @@ void encode_append(std::string& out, const T& value) {
         ar(value);
     }
 }
+
+namespace detail {
+/// encode_append, with large byte runs left in `value` and listed in `gather`.
+template <class T>
+void encode_gather(std::string& out, Gather& gather, const T& value) {
+    if constexpr (raw_encoded<T>::value) {
+        out.append(reinterpret_cast<const char*>(&value), sizeof(T));
+    } else {
+        BufferOutputArchive ar(out, &gather);
+        ar(value);
+    }
+}
+}  // namespace detail
 
 /// Decodes a `T` from exactly `bytes`. Throws ProtocolError on malformed,
 /// truncated or trailing input; never allocates more than the bounds above.

@@ -53,6 +53,15 @@ struct MessengerOptions {
     /// Largest frame (channel name + payload) this side accepts and sends.
     /// Longer incoming lengths are a ProtocolError before any allocation.
     std::size_t max_frame_size = detail::default_max_frame_size;
+    /// Messages whose encoding is at least this large travel through shared
+    /// memory (a memfd slot passed once over the socket, then reused): one
+    /// copy in, one copy out, instead of a trip through the kernel. 0 turns
+    /// it off. Only the sending side's setting matters.
+    std::size_t shared_memory_threshold = std::size_t{64} << 10;
+    /// The most shared memory one side keeps mapped for its outgoing large
+    /// messages. When every slot is taken (the receiver has not popped them
+    /// yet) and this is reached, large messages go through the socket.
+    std::size_t shared_memory_limit = std::size_t{512} << 20;
 };
 
 namespace detail {
@@ -88,10 +97,19 @@ public:
     /// Takes a connected stream socket and sends the startup hello frame.
     /// Used by WorkerResource; rarely needed directly.
     explicit BasicMessenger(detail::UniqueFd fd, MessengerOptions messenger_options = {})
-        : link_(std::move(fd), detail::fnv1a(typeid(Msg).name()), messenger_options.max_frame_size) {}
+        : link_(std::move(fd), detail::fnv1a(typeid(Msg).name()), messenger_options.max_frame_size,
+                {messenger_options.shared_memory_threshold, messenger_options.shared_memory_limit}) {}
 
     BasicMessenger(BasicMessenger&&) noexcept = default;
-    BasicMessenger& operator=(BasicMessenger&&) noexcept = default;
+    BasicMessenger& operator=(BasicMessenger&& other) noexcept {
+        if (this != &other) {
+            // Queued payloads may borrow our link's shared memory: they go first.
+            queue_ = std::move(other.queue_);
+            link_ = std::move(other.link_);
+            ctr_ = std::move(other.ctr_);
+        }
+        return *this;
+    }
     BasicMessenger(const BasicMessenger&) = delete;
     BasicMessenger& operator=(const BasicMessenger&) = delete;
     ~BasicMessenger() = default;
@@ -265,9 +283,13 @@ private:
 
     void send_data(detail::FrameKind kind, const Msg& message, const Channel& channel, detail::Deadline deadline) {
         auto& buf = link_.out_buffer();
+        auto& gather = link_.gather();
         buf.clear();
-        append_data(buf, kind, message, channel);
-        finish_send(link_.send(buf, deadline), channel, kind == detail::FrameKind::request, 1);
+        gather.clear();
+        const std::size_t start = detail::begin_frame(buf, kind, channel, message_priority(message));
+        const std::size_t payload_start = buf.size();
+        detail::encode_gather(buf, gather, message);
+        finish_send(link_.send_message(start, payload_start, deadline), channel, kind == detail::FrameKind::request, 1);
     }
 
     template <class Range>

@@ -13,23 +13,6 @@
 
 namespace coproc::detail {
 
-/// Registers a library-owned fd that every forked child closes (another
-/// worker's socket end or pidfd). RAII, move-only. Thread-safe.
-class FdRegistration {
-public:
-    FdRegistration() noexcept = default;
-    explicit FdRegistration(int fd);
-    FdRegistration(FdRegistration&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-    FdRegistration& operator=(FdRegistration&& other) noexcept;
-    FdRegistration(const FdRegistration&) = delete;
-    FdRegistration& operator=(const FdRegistration&) = delete;
-    ~FdRegistration() { reset(); }
-    void reset() noexcept;
-
-private:
-    int fd_ = -1;
-};
-
 /// The child's entry point; must end the process (it is called after fork and
 /// never returns into the caller's stack).
 using ChildBody = void (*)(void* context, int channel_fd) noexcept;

@@ -6,8 +6,13 @@
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
+#include <deque>
 #include <optional>
+#include <span>
 #include <utility>
+#include <vector>
+
+#include <sys/uio.h>
 
 namespace coproc::detail {
 
@@ -74,6 +79,26 @@ private:
     int fd_ = -1;
 };
 
+/// Registers a library-owned fd that every forked child closes (another
+/// worker's socket end or pidfd, a shared-memory slot). RAII, move-only. Thread-safe.
+class FdRegistration {
+public:
+    FdRegistration() noexcept = default;
+    explicit FdRegistration(int fd);
+    FdRegistration(FdRegistration&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+    FdRegistration& operator=(FdRegistration&& other) noexcept;
+    FdRegistration(const FdRegistration&) = delete;
+    FdRegistration& operator=(const FdRegistration&) = delete;
+    ~FdRegistration() { reset(); }
+    void reset() noexcept;
+
+private:
+    int fd_ = -1;
+};
+
+/// The registered fds of this process (a forked child closes them).
+[[nodiscard]] std::vector<int> registered_fds();
+
 struct SocketPair {
     UniqueFd first;
     UniqueFd second;
@@ -99,13 +124,18 @@ enum : unsigned { io_none = 0, io_writable = 1, io_readable = 2 };
 /// means the deadline passed. Survives signals like wait_readable.
 [[nodiscard]] unsigned wait_io(int fd, bool also_readable, Deadline deadline);
 
+/// Descriptors received with SCM_RIGHTS, oldest first (CLOEXEC).
+using FdInbox = std::deque<UniqueFd>;
+
 /// One non-blocking recv. Returns bytes read (> 0), 0 at end of stream (EOF or
-/// connection reset), or -1 when nothing is readable now. Throws SystemError.
-[[nodiscard]] long recv_some(int fd, void* buffer, std::size_t size);
+/// connection reset), or -1 when nothing is readable now. Descriptors that
+/// arrive with the bytes go to `inbox` (closed if it is null). Throws
+/// SystemError; ProtocolError if the kernel had to drop descriptors.
+[[nodiscard]] long recv_some(int fd, void* buffer, std::size_t size, FdInbox* inbox = nullptr);
 
 /// One blocking recv: like recv_some, but waits for data; -1 when the
 /// socket's receive timeout (SO_RCVTIMEO) ended the wait.
-[[nodiscard]] long recv_blocking(int fd, void* buffer, std::size_t size);
+[[nodiscard]] long recv_blocking(int fd, void* buffer, std::size_t size, FdInbox* inbox = nullptr);
 
 /// Sets SO_RCVTIMEO: blocking receives return at least this often.
 void set_receive_timeout(int fd, std::chrono::milliseconds timeout);
@@ -116,5 +146,11 @@ enum class SendResult { ok, would_block, peer_closed };
 /// One non-blocking send with MSG_NOSIGNAL (never SIGPIPE). `sent` receives
 /// the byte count on ok. Throws SystemError.
 [[nodiscard]] SendResult send_some(int fd, const void* data, std::size_t size, std::size_t& sent);
+
+/// One non-blocking sendmsg of the segments in order (gathered; a long list
+/// may be sent only in part). `attach_fd` >= 0 travels with the first byte
+/// sent (SCM_RIGHTS); it is attached only if some byte was sent (ok with
+/// sent > 0).
+[[nodiscard]] SendResult send_some(int fd, std::span<const ::iovec> segments, std::size_t& sent, int attach_fd);
 
 }  // namespace coproc::detail

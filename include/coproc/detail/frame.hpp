@@ -7,7 +7,9 @@
 //        0    1 magic 0xC5
 //        1    1 kind (FrameKind)
 //        2    1 channel kind: 0 none, 1 integer, 2 string
-//        3    1 reserved, must be 0
+//        3    1 flags: bit 0 = the payload is a shared-memory descriptor
+//                (detail/shm.hpp; data, request and reply frames only);
+//                other bits must be 0
 //        4    4 channel name length (string channels; 0 otherwise)
 //        8    8 channel integer (integer channels; 0 otherwise)
 //       16    8 priority, IEEE-754 binary64 (+inf = none; never NaN)
@@ -28,6 +30,7 @@
 
 #include "coproc/channel.hpp"
 #include "coproc/detail/bytes.hpp"
+#include "coproc/detail/fd.hpp"
 
 namespace coproc::detail {
 
@@ -35,7 +38,8 @@ enum class FrameKind : std::uint8_t { hello = 1, data = 2, request = 3, reply = 
 
 inline constexpr std::size_t frame_header_size = 32;
 inline constexpr std::uint8_t frame_magic = 0xC5;
-inline constexpr std::uint32_t protocol_version = 1;
+inline constexpr std::uint32_t protocol_version = 2;
+inline constexpr std::uint8_t frame_flag_shm = 1;
 /// Default largest frame (header excluded) a reader accepts: 256 MiB.
 inline constexpr std::size_t default_max_frame_size = std::size_t{256} << 20;
 
@@ -46,6 +50,8 @@ struct FrameView {
     double priority;
     Channel channel;
     std::string_view payload;
+    /// The payload is a shared-memory descriptor (the Link resolves it).
+    bool shm = false;
     /// For a large frame read straight into its own buffer: that buffer, which
     /// the receiver may move from (payload keeps pointing into it). Else null.
     Bytes* owned = nullptr;
@@ -58,9 +64,13 @@ inline constexpr std::size_t direct_read_threshold = 256 * 1024;
 /// Appends the header and channel name of a frame whose payload the caller
 /// appends next; returns the frame's start offset for finish_frame.
 std::size_t begin_frame(std::string& out, FrameKind kind, const Channel& channel, double priority);
-/// Writes the payload length of the frame begun at `start`. Throws
-/// ProtocolError when the frame body exceeds `max_frame_size`.
-void finish_frame(std::string& out, std::size_t start, std::size_t max_frame_size);
+/// Writes the payload length of the frame begun at `start`: the bytes after
+/// it in `out` plus `gathered` bytes sent from elsewhere. Throws
+/// ProtocolError when the frame body exceeds `max_frame_size` (and drops the
+/// frame from `out`).
+void finish_frame(std::string& out, std::size_t start, std::size_t max_frame_size, std::size_t gathered = 0);
+/// Marks the frame begun at `start` as carrying a shared-memory descriptor.
+void mark_shm_frame(std::string& out, std::size_t start) noexcept;
 /// Appends a whole frame with the given payload.
 void append_frame(std::string& out, FrameKind kind, const Channel& channel, double priority, std::string_view payload,
                   std::size_t max_frame_size);
@@ -116,6 +126,8 @@ public:
     /// Bytes received but not yet returned by next().
     [[nodiscard]] std::size_t buffered() const noexcept { return end_ - begin_ + (direct_ ? large_filled_ : 0); }
     [[nodiscard]] std::size_t max_frame_size() const noexcept { return max_frame_; }
+    /// Descriptors that arrived with the bytes read so far (SCM_RIGHTS).
+    [[nodiscard]] FdInbox& inbox() noexcept { return inbox_; }
 
 private:
     // Makes room for at least `want` more bytes after end_.
@@ -139,6 +151,7 @@ private:
     std::uint64_t large_chan_int_ = 0;
     std::size_t large_name_len_ = 0;
     Bytes spare_;  // a recycled large-frame buffer
+    FdInbox inbox_;
     bool last_short_ = false;
 };
 

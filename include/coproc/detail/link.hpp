@@ -7,9 +7,13 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include <sys/uio.h>
 
 #include "coproc/detail/fd.hpp"
 #include "coproc/detail/frame.hpp"
+#include "coproc/detail/shm.hpp"
 
 namespace coproc::detail {
 
@@ -36,11 +40,19 @@ enum class SendOutcome {
     timed_out_committed  // deadline passed mid-frame: the rest is kept and written first by the next send
 };
 
+/// How a Link sends large payloads.
+struct LargePayloadOptions {
+    /// Payloads of at least this many bytes go through shared memory (0: never).
+    std::size_t threshold = 0;
+    /// The most shared memory one side maps for its outgoing payloads.
+    std::size_t limit = 0;
+};
+
 class Link {
 public:
     /// Takes the connected socket and sends the hello frame (a peer already
     /// gone is not an error here: what it sent stays readable). Throws SystemError.
-    Link(UniqueFd fd, std::uint64_t fingerprint, std::size_t max_frame_size);
+    Link(UniqueFd fd, std::uint64_t fingerprint, std::size_t max_frame_size, LargePayloadOptions large = {});
 
     [[nodiscard]] int fd() const noexcept { return fd_.get(); }
     [[nodiscard]] std::size_t max_frame_size() const noexcept { return reader_.max_frame_size(); }
@@ -52,6 +64,13 @@ public:
     /// deadline passes. Raises the peer-closed exception if the peer is gone;
     /// never SIGPIPE.
     [[nodiscard]] SendOutcome send(std::string_view frames, Deadline deadline);
+
+    /// Sends the one frame begun at `start` in out_buffer(), whose payload is
+    /// the buffer's bytes from `payload_start` with gather()'s runs inserted:
+    /// through a shared-memory slot when it is large and a slot is free, else
+    /// with one gathering send. Finishes the frame header (ProtocolError if it
+    /// exceeds the maximum frame size). Blocks like send().
+    [[nodiscard]] SendOutcome send_message(std::size_t start, std::size_t payload_start, Deadline deadline);
 
     /// A data frame handed out by drain(); copy what you need, the views die
     /// with the call.
@@ -96,11 +115,19 @@ public:
 
     /// Scratch buffer for encoding outgoing frames (reused to avoid allocation).
     [[nodiscard]] std::string& out_buffer() noexcept { return out_; }
+    /// Large runs of the message being encoded into out_buffer().
+    [[nodiscard]] Gather& gather() noexcept { return gather_; }
+    /// Bytes of shared memory mapped for outgoing payloads (inspection, tests).
+    [[nodiscard]] std::size_t shared_memory_mapped() const noexcept { return shm_out_.mapped_bytes(); }
 
 private:
     void handle_hello(const FrameView& frame);
-    // Writes bytes; returns how many were written before the deadline.
-    std::size_t write_until(std::string_view bytes, Deadline deadline);
+    // Writes the segments in order (consuming them); returns how many bytes
+    // were written before the deadline. `attach_fd` goes with the first byte.
+    std::size_t write_until(std::span<iovec> segments, Deadline deadline, int attach_fd);
+    SendOutcome send_segments(std::span<iovec> segments, std::size_t total, Deadline deadline, int attach_fd);
+    // A frame whose payload is in a shared-memory slot, as the sink sees it.
+    void deliver_shm(Sink sink, void* context, const FrameView& frame);
 
     UniqueFd fd_;
     FrameReader reader_;
@@ -113,6 +140,11 @@ private:
     bool skip_read_ = false;  // the last blocking read was short: the socket is empty
     std::string out_;
     std::string pending_;  // the unwritten rest of a frame whose send timed out
+    Gather gather_;
+    std::vector<iovec> iov_;
+    std::size_t shm_threshold_;
+    ShmSender shm_out_;
+    ShmReceiver shm_in_;
 };
 
 }  // namespace coproc::detail

@@ -10,12 +10,13 @@
 #include <cstddef>
 
 struct pollfd;
+struct msghdr;
 
 namespace coproc::detail {
 
 struct Syscalls {
-    long (*recv)(int fd, void* buffer, std::size_t size, int flags);
-    long (*send)(int fd, const void* data, std::size_t size, int flags);
+    long (*recvmsg)(int fd, ::msghdr* message, int flags);
+    long (*sendmsg)(int fd, const ::msghdr* message, int flags);
     int (*poll)(::pollfd* fds, unsigned long count, int timeout_ms);
 };
 

@@ -1,0 +1,236 @@
+// The large-payload path: memfd slots a sender fills and a receiver reads in
+// place (see coproc/detail/shm.hpp for the protocol).
+#include "coproc/detail/shm.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+
+#include "coproc/error.hpp"
+
+namespace coproc::detail {
+namespace {
+
+template <class U>
+void put_le(char* p, U value) noexcept {
+    for (std::size_t i = 0; i < sizeof(U); ++i) p[i] = static_cast<char>((value >> (8 * i)) & 0xFFU);
+}
+template <class U>
+U get_le(const char* p) noexcept {
+    U value = 0;
+    for (std::size_t i = 0; i < sizeof(U); ++i) value |= static_cast<U>(static_cast<unsigned char>(p[i])) << (8 * i);
+    return value;
+}
+
+constexpr std::size_t max_slots = 8;
+constexpr std::size_t slot_granule = std::size_t{1} << 20;  // capacities are whole MiB
+
+std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
+
+std::uint32_t& busy_flag(char* map) noexcept {
+    // The first four bytes of the header; mmap's page alignment makes the
+    // atomic_ref's alignment requirement hold.
+    return *reinterpret_cast<std::uint32_t*>(map);
+}
+
+// Maps `size` bytes of `fd` shared, faulted in now (one call instead of a
+// page fault per 4 KiB later) and not inherited by forked children.
+char* map_shared(int fd, std::size_t size) noexcept {
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+    if (p == MAP_FAILED) return nullptr;
+    (void)::madvise(p, size, MADV_DONTFORK);
+    return static_cast<char*>(p);
+}
+
+}  // namespace
+
+void encode_shm_descriptor(char* out, const ShmDescriptor& d) noexcept {
+    put_le(out, d.slot);
+    put_le(out + 4, d.flags);
+    put_le(out + 8, d.offset);
+    put_le(out + 16, d.length);
+}
+
+ShmDescriptor decode_shm_descriptor(std::string_view payload) {
+    if (payload.size() != shm_descriptor_size) throw ProtocolError("coproc: malformed shared-memory descriptor");
+    ShmDescriptor d;
+    d.slot = get_le<std::uint32_t>(payload.data());
+    d.flags = get_le<std::uint32_t>(payload.data() + 4);
+    d.offset = get_le<std::uint64_t>(payload.data() + 8);
+    d.length = get_le<std::uint64_t>(payload.data() + 16);
+    if ((d.flags & ~shm_carries_fd) != 0) throw ProtocolError("coproc: unknown shared-memory descriptor flags");
+    return d;
+}
+
+// ---------------------------------------------------------------- sender
+
+struct ShmSender::Slot {
+    UniqueFd fd;
+    FdRegistration registration;  // forked workers close it
+    char* map = nullptr;
+    std::size_t mapped = 0;
+    std::uint32_t id = 0;
+    bool announced = false;  // the receiver has the memfd
+
+    [[nodiscard]] bool busy() const noexcept {
+        return std::atomic_ref<std::uint32_t>(busy_flag(map)).load(std::memory_order_acquire) != 0;
+    }
+    void unmap() noexcept {
+        if (map != nullptr) (void)::munmap(map, mapped);
+        map = nullptr;
+        mapped = 0;
+    }
+    // Grows the memfd (never shrinks: it is sealed) and maps it anew.
+    bool resize(std::size_t size) noexcept {
+        if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) return false;
+        unmap();
+        map = map_shared(fd.get(), size);
+        if (map == nullptr) return false;
+        mapped = size;
+        return true;
+    }
+    ~Slot() { unmap(); }
+};
+
+ShmSender::ShmSender(std::size_t limit) noexcept : limit_(limit) {}
+ShmSender::~ShmSender() = default;
+ShmSender::ShmSender(ShmSender&&) noexcept = default;
+ShmSender& ShmSender::operator=(ShmSender&&) noexcept = default;
+
+ShmSender::Grant ShmSender::acquire(std::size_t size) noexcept {
+    if (broken_) return {};
+    const std::size_t need = shm_slot_header + size;
+    Slot* best = nullptr;      // the smallest free slot that fits
+    Slot* too_small = nullptr; // else the largest free slot, to grow
+    for (auto& s : slots_) {
+        if (s->map == nullptr || s->busy()) continue;
+        if (s->mapped >= need) {
+            if (best == nullptr || s->mapped < best->mapped) best = s.get();
+        } else if (too_small == nullptr || s->mapped > too_small->mapped) {
+            too_small = s.get();
+        }
+    }
+    if (best == nullptr) {
+        if (too_small != nullptr) {
+            const std::size_t grown = round_up(std::max(need, too_small->mapped + too_small->mapped / 2), slot_granule);
+            if (mapped_ - too_small->mapped + grown <= limit_) {
+                mapped_ -= too_small->mapped;
+                const bool ok = too_small->resize(grown);
+                mapped_ += too_small->mapped;
+                if (ok) best = too_small;
+            }
+        }
+        if (best == nullptr && slots_.size() < max_slots) {
+            const std::size_t capacity = round_up(std::max(need, slot_granule), slot_granule);
+            if (mapped_ + capacity > limit_) return {};
+            const int fd = ::memfd_create("coproc-slot", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+            if (fd < 0) {
+                broken_ = true;  // no memfd here (old kernel, seccomp): the socket it is
+                return {};
+            }
+            auto slot = std::make_unique<Slot>();
+            slot->fd.reset(fd);
+            slot->id = static_cast<std::uint32_t>(slots_.size());
+            // The receiver maps what the memfd holds; a shrinking memfd would
+            // make its reads fault (SIGBUS), so shrinking is sealed off.
+            if (::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0 || !slot->resize(capacity)) {
+                broken_ = true;
+                return {};
+            }
+            slot->registration = FdRegistration(fd);
+            mapped_ += slot->mapped;
+            best = slot.get();
+            slots_.push_back(std::move(slot));
+        }
+    }
+    if (best == nullptr) return {};
+    std::atomic_ref<std::uint32_t>(busy_flag(best->map)).store(1, std::memory_order_relaxed);
+    return Grant{best, best->map + shm_slot_header};
+}
+
+ShmDescriptor ShmSender::describe(const Grant& grant, std::size_t size, int& attach_fd) const noexcept {
+    ShmDescriptor d;
+    d.slot = grant.slot->id;
+    d.offset = 0;
+    d.length = size;
+    attach_fd = -1;
+    if (!grant.slot->announced) {
+        d.flags = shm_carries_fd;
+        attach_fd = grant.slot->fd.get();
+    }
+    return d;
+}
+
+void ShmSender::sent(const Grant& grant) noexcept { grant.slot->announced = true; }
+
+void ShmSender::abandon(const Grant& grant) noexcept {
+    std::atomic_ref<std::uint32_t>(busy_flag(grant.slot->map)).store(0, std::memory_order_relaxed);
+}
+
+// ---------------------------------------------------------------- receiver
+
+struct ShmReceiver::Mapping {
+    UniqueFd fd;
+    FdRegistration registration;
+    char* map = nullptr;
+    std::size_t mapped = 0;
+    // Mappings replaced by a larger one. Payloads borrowed from them may
+    // still be queued, so they stay mapped until the receiver goes; they
+    // share the memfd's pages with the new mapping (address space only).
+    std::vector<std::pair<char*, std::size_t>> retired;
+    ~Mapping() {
+        if (map != nullptr) (void)::munmap(map, mapped);
+        for (const auto& [p, n] : retired) (void)::munmap(p, n);
+    }
+};
+
+ShmReceiver::ShmReceiver() = default;
+ShmReceiver::~ShmReceiver() = default;
+ShmReceiver::ShmReceiver(ShmReceiver&&) noexcept = default;
+ShmReceiver& ShmReceiver::operator=(ShmReceiver&&) noexcept = default;
+
+Bytes ShmReceiver::resolve(const ShmDescriptor& d, FdInbox& inbox, std::size_t max_length) {
+    if (d.length > max_length)
+        throw ProtocolError("coproc: shared-memory payload of " + std::to_string(d.length) +
+                            " bytes exceeds the maximum frame size of " + std::to_string(max_length));
+    if (d.slot >= max_slots) throw ProtocolError("coproc: shared-memory slot id out of range");
+    if (slots_.size() <= d.slot) slots_.resize(d.slot + 1);
+    auto& slot = slots_[d.slot];
+    if ((d.flags & shm_carries_fd) != 0) {
+        if (slot) throw ProtocolError("coproc: shared-memory slot announced twice");
+        if (inbox.empty()) throw ProtocolError("coproc: shared-memory descriptor without its file descriptor");
+        slot = std::make_unique<Mapping>();
+        slot->fd = std::move(inbox.front());
+        inbox.pop_front();
+        // Only a memfd sealed against shrinking is safe to read: otherwise
+        // the peer could truncate it under us and our reads would fault.
+        const int seals = ::fcntl(slot->fd.get(), F_GET_SEALS);
+        if (seals < 0 || (seals & F_SEAL_SHRINK) == 0)
+            throw ProtocolError("coproc: shared-memory slot is not a memfd sealed against shrinking");
+        slot->registration = FdRegistration(slot->fd.get());
+    }
+    if (!slot) throw ProtocolError("coproc: shared-memory descriptor names an unknown slot");
+    const std::uint64_t end = shm_slot_header + d.offset + d.length;
+    if (d.offset > max_length || end > slot->mapped) {
+        // The sender grows slots in place: map again at the memfd's new size.
+        struct stat st {};
+        if (::fstat(slot->fd.get(), &st) != 0) throw_system_error(errno, "fstat");
+        const auto size = static_cast<std::uint64_t>(st.st_size);
+        if (d.offset > max_length || end > size)
+            throw ProtocolError("coproc: shared-memory descriptor exceeds its slot");
+        char* map = map_shared(slot->fd.get(), static_cast<std::size_t>(size));
+        if (map == nullptr) throw_system_error(errno, "mmap");
+        if (slot->map != nullptr) slot->retired.emplace_back(slot->map, slot->mapped);
+        slot->map = map;
+        slot->mapped = static_cast<std::size_t>(size);
+    }
+    return Bytes::borrowed(slot->map + shm_slot_header + d.offset, static_cast<std::size_t>(d.length),
+                           &busy_flag(slot->map));
+}
+
+}  // namespace coproc::detail
