@@ -215,10 +215,13 @@ long FrameReader::fill_blocking(int fd) { return fill_impl(fd, true); }
 long FrameReader::fill_impl(int fd, bool block) {
     char* dest = nullptr;
     std::size_t space = 0;
-    if (direct_) {
+    const bool into_large = direct_ && large_filled_ < large_.size();
+    if (into_large) {
         dest = large_.data() + large_filled_;
         space = large_.size() - large_filled_;
     } else {
+        // (A complete large frame not yet taken by next(): what follows it
+        // goes to the normal buffer, behind it in order.)
         if (begin_ == end_) begin_ = end_ = 0;
         constexpr std::size_t chunk = 64 * 1024;
         const std::size_t missing = need_ > end_ - begin_ ? need_ - (end_ - begin_) : 0;
@@ -229,7 +232,7 @@ long FrameReader::fill_impl(int fd, bool block) {
     const long n = block ? recv_blocking(fd, dest, space, &inbox_) : recv_some(fd, dest, space, &inbox_);
     last_short_ = n >= 0 && static_cast<std::size_t>(n) < space;
     if (n > 0) {
-        if (direct_)
+        if (into_large)
             large_filled_ += static_cast<std::size_t>(n);
         else
             end_ += static_cast<std::size_t>(n);

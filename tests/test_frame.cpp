@@ -1,8 +1,11 @@
 // Frames: header encode/decode, many frames per read, and bad input.
 #include <catch2/catch.hpp>
 
+#include <coproc/detail/fd.hpp>
 #include <coproc/detail/frame.hpp>
 #include <coproc/error.hpp>
+
+#include <sys/socket.h>
 
 #include <bit>
 #include <cstring>
@@ -113,4 +116,34 @@ TEST_CASE("hello and error payloads check their contents", "[frame]") {
     CHECK_THROWS_AS(throw_error_payload(encode_error("std::range_error", "r")), std::range_error);
     CHECK_THROWS_AS(throw_error_payload(encode_error("x", "y").substr(0, 6)), coproc::ProtocolError);
     CHECK_THROWS_AS(throw_error_payload(encode_error("x", "y") + "z"), coproc::ProtocolError);
+}
+
+TEST_CASE("reading on after a large frame is complete keeps the bytes behind it in order", "[frame]") {
+    // A peer blocked sending to us makes the link read while its own send
+    // waits: the reader must take bytes after a complete large frame
+    // without reporting end of stream.
+    auto sockets = make_socketpair();
+    const std::string large(direct_read_threshold + 1000, 'L');
+    const std::string bytes = frame(FrameKind::data, Channel{1}, 0.0, large) + frame(FrameKind::data, Channel{2}, 0.0, "small");
+    std::size_t off = 0;
+    FrameReader r;
+    std::optional<FrameView> first;
+    // Write in pieces and read after each, as a socket would deliver them.
+    while (off < bytes.size()) {
+        const std::size_t n = std::min<std::size_t>(64 * 1024, bytes.size() - off);
+        REQUIRE(::send(sockets.first.get(), bytes.data() + off, n, 0) == static_cast<ssize_t>(n));
+        off += n;
+        while (r.fill(sockets.second.get()) > 0) {
+        }
+        if (!first) first = r.next();  // not complete until the last piece
+    }
+    CHECK(r.fill(sockets.second.get()) == -1);  // nothing more, and not end of stream
+    if (!first) first = r.next();
+    REQUIRE(first);
+    CHECK(first->channel == Channel{1});
+    CHECK(first->payload == large);
+    const auto second = r.next();
+    REQUIRE(second);
+    CHECK(second->channel == Channel{2});
+    CHECK(second->payload == "small");
 }

@@ -131,6 +131,33 @@ TEST_CASE("injected EINTR, EAGAIN and short reads/writes leave every message int
     CHECK(g_calls.load() > 1000);
 }
 
+TEST_CASE("short reads and writes around descriptors passed with shared-memory payloads", "[signals]") {
+    coproc::MessengerOptions options;
+    options.shared_memory_threshold = 4096;
+    options.shared_memory_limit = std::size_t{8} << 20;  // some fall back to the socket
+    auto [worker, host] = coproc::PriorityMessenger<std::string>::new_pair(options);
+    const FlakySyscalls flaky;
+    const auto payload = [](int i) {
+        return std::string(static_cast<std::size_t>(i) * 7919 % 300'000, static_cast<char>('a' + i % 26)) + std::to_string(i);
+    };
+    std::thread peer([&w = worker] {
+        try {
+            for (;;) w.send_reply(w.receive_blocking(10s) + "!");
+        } catch (const coproc::ResourceRequestedClose&) {
+        }
+    });
+    for (int i = 0; i < 60; ++i) host.send_request(payload(i));
+    int i = 0;
+    for (auto& reply : host.receive_remaining(Channel{}, 10s)) {
+        CHECK(reply == payload(i) + "!");
+        ++i;
+    }
+    CHECK(i == 60);
+    CHECK(host.link().shared_memory_mapped() > 0);
+    host.send_close_request();
+    peer.join();
+}
+
 TEST_CASE("a SIGCHLD handler and a 1 ms interval timer do not disturb any blocking call", "[signals]") {
     const SignalStorm storm;
     const unsigned before = g_signals.load();

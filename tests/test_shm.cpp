@@ -1,0 +1,355 @@
+// The large-payload path: messages above the threshold travel through
+// shared-memory slots. Contents, reuse, growth, the socket fallback when every
+// slot is taken, timeouts, fork hygiene, and descriptors a peer gets wrong.
+#include <catch2/catch.hpp>
+
+#include <coproc/coproc.hpp>
+#include <coproc/detail/frame.hpp>
+#include <coproc/detail/shm.hpp>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <typeinfo>
+#include <vector>
+
+using namespace std::chrono_literals;
+using coproc::Channel;
+namespace detail = coproc::detail;
+
+namespace {
+
+// A payload whose bytes depend on its index and length, so a swapped,
+// truncated or overwritten message cannot compare equal.
+std::string pattern(std::size_t size, unsigned seed) {
+    std::string s(size, '\0');
+    for (std::size_t i = 0; i < size; ++i) s[i] = static_cast<char>((i * 131 + seed * 7919 + (i >> 12)) & 0xFF);
+    return s;
+}
+
+coproc::MessengerOptions small_threshold(std::size_t limit = std::size_t{64} << 20) {
+    coproc::MessengerOptions o;
+    o.shared_memory_threshold = 4096;
+    o.shared_memory_limit = limit;
+    return o;
+}
+
+// The memfd slots open in this process, per /proc/self/fd.
+int open_slot_fds() {
+    int count = 0;
+    DIR* dir = ::opendir("/proc/self/fd");
+    if (dir == nullptr) return -1;
+    while (const dirent* e = ::readdir(dir)) {
+        char target[256] = {};
+        const std::string path = std::string("/proc/self/fd/") + e->d_name;
+        const ssize_t n = ::readlink(path.c_str(), target, sizeof target - 1);
+        if (n > 0 && std::strstr(target, "memfd:coproc-slot") != nullptr) ++count;
+    }
+    ::closedir(dir);
+    return count;
+}
+
+}  // namespace
+
+TEST_CASE("large messages arrive intact through shared memory, both ways", "[shm]") {
+    auto [worker, host] = coproc::PriorityMessenger<std::string>::new_pair(small_threshold());
+    for (const std::size_t size : {std::size_t{4096}, std::size_t{100'000}, std::size_t{3} << 20, std::size_t{50'000}}) {
+        const std::string a = pattern(size, 1);
+        host.send_request(a, Channel{"big"});
+        CHECK(worker.receive_blocking(Channel{"big"}, 5s) == a);
+        const std::string b = pattern(size, 2);
+        worker.send_reply(b, Channel{"big"});
+        CHECK(host.receive_blocking(Channel{"big"}, 5s) == b);
+    }
+    CHECK(host.link().shared_memory_mapped() > 0);
+    CHECK(worker.link().shared_memory_mapped() > 0);
+    CHECK(host.remaining(Channel{"big"}) == 0);
+    // Below the threshold nothing new is mapped.
+    const std::size_t mapped = host.link().shared_memory_mapped();
+    host.send_norequest(std::string(100, 'x'));
+    CHECK(worker.receive_blocking(1s) == std::string(100, 'x'));
+    CHECK(host.link().shared_memory_mapped() == mapped);
+}
+
+TEST_CASE("a slot is reused once the receiver popped its message", "[shm]") {
+    auto [worker, host] = coproc::MultiMessenger<std::vector<char>>::new_pair(small_threshold());
+    const std::vector<char> m(1 << 20, 'q');
+    host.send_norequest(m);
+    CHECK(worker.receive_blocking(5s) == m);
+    const std::size_t mapped = host.link().shared_memory_mapped();
+    REQUIRE(mapped >= m.size());
+    for (int i = 0; i < 50; ++i) {
+        host.send_norequest(m);
+        CHECK(worker.receive_blocking(5s).size() == m.size());
+    }
+    CHECK(host.link().shared_memory_mapped() == mapped);
+}
+
+TEST_CASE("messages not yet popped keep their slots; past the limit the socket carries the rest", "[shm]") {
+    // 2 MiB of slots at most: a 1 MiB message needs a 2 MiB slot (header included, whole MiB).
+    auto [worker, host] = coproc::PriorityMessenger<std::string>::new_pair(small_threshold(std::size_t{4} << 20));
+    std::vector<std::string> sent;
+    for (unsigned i = 0; i < 12; ++i) sent.push_back(pattern((std::size_t{1} << 20) - 100 + i, i));
+    // The worker's thread takes everything off the socket (so the socket
+    // fallback can make progress) but pops nothing until all have arrived.
+    std::size_t queued = 0;
+    std::thread reader([&, &w = worker] {
+        const auto deadline = std::chrono::steady_clock::now() + 20s;
+        while (queued < sent.size() && std::chrono::steady_clock::now() < deadline) {
+            queued = w.available(Channel{7});
+            if (queued < sent.size()) {
+                try {
+                    w.await_available(100ms);
+                } catch (const coproc::Timeout&) {
+                }
+            }
+        }
+    });
+    for (const auto& s : sent) host.send_norequest(s, Channel{7}, 10s);
+    reader.join();
+    CHECK(host.link().shared_memory_mapped() <= (std::size_t{4} << 20));
+    REQUIRE(queued == sent.size());
+    for (const auto& s : sent) CHECK(worker.receive_blocking(Channel{7}, 5s) == s);
+}
+
+TEST_CASE("slots grow for bigger messages and stay correct for smaller ones", "[shm]") {
+    auto [worker, host] = coproc::MultiMessenger<std::string>::new_pair(small_threshold());
+    for (const std::size_t size : {std::size_t{10'000}, std::size_t{5} << 20, std::size_t{9} << 20, std::size_t{20'000}}) {
+        const std::string s = pattern(size, static_cast<unsigned>(size));
+        host.send_norequest(s);
+        REQUIRE(worker.receive_blocking(5s) == s);
+    }
+    // One slot was enough: each message was popped before the next was sent.
+    CHECK(host.link().shared_memory_mapped() < (std::size_t{16} << 20));
+}
+
+TEST_CASE("messages of many large strings gather without copies and keep their order", "[shm]") {
+    using Msg = std::vector<std::string>;
+    for (const std::size_t threshold : {std::size_t{0}, std::size_t{4096}}) {
+        coproc::MessengerOptions o;
+        o.shared_memory_threshold = threshold;
+        auto [worker, host] = coproc::MultiMessenger<Msg>::new_pair(o);
+        Msg m;
+        // Under 150 KB in all: the socket alone must hold it (one thread).
+        for (unsigned i = 0; i < 12; ++i) m.push_back(pattern(i % 3 == 0 ? 20 : 17'000 + i, i));
+        host.send_norequest(m);
+        CHECK(worker.receive_blocking(5s) == m);
+        CHECK((host.link().shared_memory_mapped() > 0) == (threshold != 0));
+    }
+}
+
+TEST_CASE("a messenger moved over with shared-memory messages still queued", "[shm]") {
+    auto [worker, host] = coproc::MultiMessenger<std::string>::new_pair(small_threshold());
+    auto [worker2, host2] = coproc::MultiMessenger<std::string>::new_pair(small_threshold());
+    host.send_norequest(pattern(200'000, 1));
+    host2.send_norequest(pattern(300'000, 2));
+    CHECK(worker.available() == 1);
+    CHECK(worker2.available() == 1);
+    worker = std::move(worker2);  // worker's queued payload borrows its old link's mapping
+    CHECK(worker.receive_blocking(5s) == pattern(300'000, 2));
+}
+
+TEST_CASE("a timed large send to a full socket throws Timeout and frees its slot", "[shm]") {
+    auto [worker, host] = coproc::MultiMessenger<std::string>::new_pair(small_threshold());
+    // Fill the socket with small frames the worker does not read.
+    // Small batches: the unsent rest of the last one must fit in the socket
+    // once the worker has drained it.
+    const std::vector<std::string> filler(8, std::string(2000, 'f'));
+    std::size_t batches = 0;
+    for (;;) {
+        try {
+            host.send_norequest_multiple(filler, Channel{}, 50ms);
+            ++batches;
+        } catch (const coproc::Timeout&) {
+            break;
+        }
+        REQUIRE(batches < 100'000);
+    }
+    const std::string big = pattern(1 << 20, 9);
+    CHECK_THROWS_AS(host.send_norequest(big, Channel{}, 20ms), coproc::Timeout);
+    // Drain everything; then the same slot carries the next large message.
+    const std::size_t mapped = host.link().shared_memory_mapped();
+    while (worker.try_receive()) {
+    }
+    host.send_norequest(big, Channel{}, 5s);
+    std::optional<std::string> got;
+    while (!(got = worker.try_receive())) CHECK_NOTHROW(worker.await_available(5s));
+    CHECK(*got == big);
+    CHECK(host.link().shared_memory_mapped() == mapped);
+}
+
+namespace {
+void echo_big(coproc::PriorityMessenger<std::string>& m) {
+    for (;;) m.send_reply(m.receive_blocking() + "!");
+}
+int count_inherited_slots(coproc::PriorityMessenger<std::string>&) { return open_slot_fds(); }
+}  // namespace
+
+TEST_CASE("workers: large round trips, and forked workers do not inherit slots", "[shm]") {
+    coproc::WorkerOptions options;
+    options.messenger = small_threshold();
+    coproc::WorkerResource<coproc::PriorityMessenger<std::string>> w(options, echo_big);
+    for (unsigned i = 0; i < 5; ++i) {
+        const std::string s = pattern((std::size_t{2} << 20) + i, i);
+        w.messenger().send_request(s);
+        CHECK(w.messenger().receive_blocking(10s) == s + "!");
+    }
+    REQUIRE(open_slot_fds() >= 2);  // ours and the one the worker sent us
+    coproc::WorkerResource<coproc::PriorityMessenger<std::string>> second(count_inherited_slots);
+    CHECK(second.join(10s) == coproc::ExitStatus::exited_with(0));
+    CHECK(w.terminate(10s).signaled());
+}
+
+// ---------------------------------------------------------------- a peer that gets it wrong
+
+namespace {
+
+using Target = coproc::MultiMessenger<std::string>;
+
+// The raw end of a socketpair whose other end is a messenger: it says hello
+// correctly, then sends whatever a test crafts.
+struct RawPeer {
+    detail::UniqueFd raw;
+    Target messenger;
+
+    static RawPeer make() {
+        auto sockets = detail::make_socketpair();
+        RawPeer p{std::move(sockets.first), Target(std::move(sockets.second))};
+        std::string hello;
+        detail::append_frame(hello, detail::FrameKind::hello, Channel{}, 0.0,
+                             detail::encode_hello(detail::fnv1a(typeid(std::string).name())), detail::default_max_frame_size);
+        p.send(hello, -1);
+        return p;
+    }
+
+    void send(const std::string& bytes, int fd) const {
+        iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+        if (fd >= 0) {
+            msg.msg_control = control;
+            msg.msg_controllen = sizeof control;
+            cmsghdr* c = CMSG_FIRSTHDR(&msg);
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(sizeof(int));
+            std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+        }
+        REQUIRE(::sendmsg(raw.get(), &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
+    }
+
+    void send_descriptor(const detail::ShmDescriptor& d, int fd) const {
+        std::string frame;
+        const std::size_t start = detail::begin_frame(frame, detail::FrameKind::data, Channel{}, 0.0);
+        detail::mark_shm_frame(frame, start);
+        const std::size_t at = frame.size();
+        frame.resize(at + detail::shm_descriptor_size);
+        detail::encode_shm_descriptor(frame.data() + at, d);
+        detail::finish_frame(frame, start, detail::default_max_frame_size);
+        send(frame, fd);
+    }
+};
+
+// A memfd of `size` bytes holding a valid encoded string at the data area.
+detail::UniqueFd make_slot(std::size_t size, bool seal) {
+    detail::UniqueFd fd(::memfd_create("coproc-test-slot", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    REQUIRE(fd);
+    REQUIRE(::ftruncate(fd.get(), static_cast<off_t>(size)) == 0);
+    if (seal) REQUIRE(::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK) == 0);
+    std::string encoded;
+    coproc::encode_append(encoded, std::string("hi"));
+    REQUIRE(::pwrite(fd.get(), encoded.data(), encoded.size(), static_cast<off_t>(detail::shm_slot_header)) ==
+            static_cast<ssize_t>(encoded.size()));
+    return fd;
+}
+
+}  // namespace
+
+TEST_CASE("a well-formed foreign descriptor is read, then bad ones are ProtocolErrors", "[shm]") {
+    std::string encoded;
+    coproc::encode_append(encoded, std::string("hi"));
+    const auto good = detail::ShmDescriptor{0, detail::shm_carries_fd, 0, encoded.size()};
+    {
+        auto p = RawPeer::make();
+        const auto slot = make_slot(4096, true);
+        p.send_descriptor(good, slot.get());
+        CHECK(p.messenger.receive_blocking(5s) == "hi");
+        // The slot's busy flag is cleared after the pop.
+        std::uint32_t flag = 1;
+        REQUIRE(::pread(slot.get(), &flag, sizeof flag, 0) == sizeof flag);
+        CHECK(flag == 0);
+        // Re-announcing a known slot is refused.
+        const auto again = make_slot(4096, true);
+        p.send_descriptor(good, again.get());
+        CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
+    }
+    SECTION("no descriptor attached") {
+        auto p = RawPeer::make();
+        p.send_descriptor(good, -1);
+        CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
+    }
+    SECTION("an unknown slot") {
+        auto p = RawPeer::make();
+        p.send_descriptor({3, 0, 0, encoded.size()}, -1);
+        CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
+    }
+    SECTION("a slot id out of range") {
+        auto p = RawPeer::make();
+        const auto slot = make_slot(4096, true);
+        p.send_descriptor({1'000'000, detail::shm_carries_fd, 0, encoded.size()}, slot.get());
+        CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
+    }
+    SECTION("an unsealed memfd (could shrink under the reader)") {
+        auto p = RawPeer::make();
+        const auto slot = make_slot(4096, false);
+        p.send_descriptor(good, slot.get());
+        CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
+    }
+    SECTION("not a memfd at all") {
+        auto p = RawPeer::make();
+        int pipe_fds[2];
+        REQUIRE(::pipe(pipe_fds) == 0);
+        p.send_descriptor(good, pipe_fds[0]);
+        ::close(pipe_fds[0]);
+        ::close(pipe_fds[1]);
+        CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
+    }
+    SECTION("a range past the end of the slot") {
+        auto p = RawPeer::make();
+        const auto slot = make_slot(4096, true);
+        p.send_descriptor({0, detail::shm_carries_fd, 4000, 1000}, slot.get());
+        CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
+    }
+    SECTION("an offset that would overflow") {
+        auto p = RawPeer::make();
+        const auto slot = make_slot(4096, true);
+        p.send_descriptor({0, detail::shm_carries_fd, ~std::uint64_t{0} - 8, 16}, slot.get());
+        CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
+    }
+    SECTION("a length over the maximum frame size") {
+        auto p = RawPeer::make();
+        const auto slot = make_slot(4096, true);
+        p.send_descriptor({0, detail::shm_carries_fd, 0, std::uint64_t{1} << 40}, slot.get());
+        CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
+    }
+    SECTION("unknown descriptor flags") {
+        auto p = RawPeer::make();
+        p.send_descriptor({0, 6, 0, 2}, -1);
+        CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
+    }
+    SECTION("a payload in the slot that does not decode") {
+        auto p = RawPeer::make();
+        const auto slot = make_slot(4096, true);
+        p.send_descriptor({0, detail::shm_carries_fd, 0, 3}, slot.get());  // "hi" is 10 bytes encoded
+        CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
+    }
+}
