@@ -11,21 +11,11 @@
 #include <atomic>
 #include <cstring>
 
+#include "coproc/detail/endian.hpp"
 #include "coproc/error.hpp"
 
 namespace coproc::detail {
 namespace {
-
-template <class U>
-void put_le(char* p, U value) noexcept {
-    for (std::size_t i = 0; i < sizeof(U); ++i) p[i] = static_cast<char>((value >> (8 * i)) & 0xFFU);
-}
-template <class U>
-U get_le(const char* p) noexcept {
-    U value = 0;
-    for (std::size_t i = 0; i < sizeof(U); ++i) value |= static_cast<U>(static_cast<unsigned char>(p[i])) << (8 * i);
-    return value;
-}
 
 constexpr std::size_t max_slots = 8;
 constexpr std::size_t slot_granule = std::size_t{1} << 20;  // capacities are whole MiB

@@ -276,7 +276,7 @@ private:
     // Counts only what was (or is committed to be) written.
     void finish_send(detail::SendOutcome outcome, const Channel& channel, bool is_request, std::size_t count) {
         if (outcome == detail::SendOutcome::timed_out) throw Timeout("coproc: send timed out; nothing was sent");
-        for (std::size_t i = 0; i < count; ++i) ctr_.count_sent(channel, is_request);
+        if (count != 0) ctr_.count_sent(channel, is_request, count);
         if (outcome == detail::SendOutcome::timed_out_committed)
             throw Timeout("coproc: send timed out mid-frame; the frame is counted and its rest is written by the next send");
     }

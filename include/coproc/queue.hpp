@@ -9,43 +9,95 @@
 // priority first; equal priorities keep insertion order; +inf (no priority)
 // goes last; NaN is treated as +inf. Channels are created on first put.
 // get() on an empty channel throws std::out_of_range ("Cannot pop from empty
-// queue", Python's IndexError). Not thread-safe.
+// queue", Python's IndexError). Items must be nothrow-movable. Move-only.
+// Not thread-safe.
 #pragma once
 
 #include <cmath>
 #include <cstddef>
-#include <deque>
+#include <memory>
 #include <limits>
 #include <map>
 #include <optional>
 #include <stdexcept>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 
 #include <fmt/format.h>
 
 #include "coproc/channel.hpp"
+#include "coproc/detail/channel_map.hpp"
 
 namespace coproc {
 
 namespace detail {
-/// A cached pointer that a move hands over and clears in the source (the
-/// moved-from container no longer owns the node it points to).
-template <class P>
-struct CachedPtr {
-    P* ptr = nullptr;
-    CachedPtr() noexcept = default;
-    CachedPtr(CachedPtr&& o) noexcept : ptr(std::exchange(o.ptr, nullptr)) {}
-    CachedPtr& operator=(CachedPtr&& o) noexcept {
-        ptr = std::exchange(o.ptr, nullptr);
+/// FIFO of T in one growing power-of-two ring: no allocation per element
+/// (std::deque allocates a node per few large elements). Move-only.
+template <class T>
+class Ring {
+    static_assert(std::is_nothrow_move_constructible_v<T>, "queued items must be nothrow move-constructible");
+
+public:
+    Ring() noexcept = default;
+    Ring(Ring&& o) noexcept
+        : data_(std::exchange(o.data_, nullptr)), cap_(std::exchange(o.cap_, 0)), head_(std::exchange(o.head_, 0)),
+          size_(std::exchange(o.size_, 0)) {}
+    Ring& operator=(Ring&& o) noexcept {
+        if (this != &o) {
+            release();
+            data_ = std::exchange(o.data_, nullptr);
+            cap_ = std::exchange(o.cap_, 0);
+            head_ = std::exchange(o.head_, 0);
+            size_ = std::exchange(o.size_, 0);
+        }
         return *this;
     }
-    CachedPtr(const CachedPtr&) noexcept {}  // a copy caches nothing
-    CachedPtr& operator=(const CachedPtr&) noexcept {
-        ptr = nullptr;
-        return *this;
+    Ring(const Ring&) = delete;
+    Ring& operator=(const Ring&) = delete;
+    ~Ring() { release(); }
+
+    void push_back(T&& item) {
+        if (size_ == cap_) grow();
+        std::construct_at(data_ + ((head_ + size_) & (cap_ - 1)), std::move(item));
+        ++size_;
     }
-    ~CachedPtr() = default;
+    [[nodiscard]] T& front() noexcept { return data_[head_]; }
+    [[nodiscard]] const T& front() const noexcept { return data_[head_]; }
+    void pop_front() noexcept {
+        std::destroy_at(data_ + head_);
+        head_ = (head_ + 1) & (cap_ - 1);
+        --size_;
+    }
+    [[nodiscard]] std::size_t size() const noexcept { return size_; }
+    [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+
+private:
+    void grow() {
+        const std::size_t cap = cap_ == 0 ? 16 : cap_ * 2;
+        std::allocator<T> alloc;
+        T* data = alloc.allocate(cap);
+        for (std::size_t i = 0; i < size_; ++i) {
+            T* from = data_ + ((head_ + i) & (cap_ - 1));
+            std::construct_at(data + i, std::move(*from));
+            std::destroy_at(from);
+        }
+        if (data_ != nullptr) alloc.deallocate(data_, cap_);
+        data_ = data;
+        cap_ = cap;
+        head_ = 0;
+    }
+    void release() noexcept {
+        while (size_ != 0) pop_front();
+        if (data_ != nullptr) std::allocator<T>().deallocate(data_, cap_);
+        data_ = nullptr;
+        cap_ = 0;
+    }
+
+    T* data_ = nullptr;
+    std::size_t cap_ = 0;  // 0 or a power of two
+    std::size_t head_ = 0;
+    std::size_t size_ = 0;
 };
 }  // namespace detail
 
@@ -93,50 +145,10 @@ private:
         while (it->second.empty()) ++it;
         return it;
     }
-    std::map<double, std::deque<T>> buckets_;
+    std::map<double, detail::Ring<T>> buckets_;
     std::size_t size_ = 0;
 };
 
-namespace detail {
-/// Channel -> queue map shared by both multi-queues. Most traffic uses one
-/// channel, so the last lookup is cached (map nodes are stable).
-template <class Slot>
-class ChannelMap {
-public:
-    [[nodiscard]] const Slot* find(const Channel& channel) const {
-        if (last_.ptr != nullptr && last_.ptr->first == channel) return &last_.ptr->second;
-        auto it = slots_.find(channel);
-        if (it == slots_.end()) return nullptr;
-        last_.ptr = &*it;
-        return &it->second;
-    }
-    [[nodiscard]] Slot* find(const Channel& channel) { return const_cast<Slot*>(std::as_const(*this).find(channel)); }
-    /// The channel's queue, created on first use.
-    [[nodiscard]] Slot& slot(const Channel& channel) {
-        if (auto* q = find(channel)) return *q;
-        auto it = slots_.try_emplace(channel).first;
-        last_.ptr = &*it;
-        return it->second;
-    }
-    [[nodiscard]] std::size_t size(const Channel& channel) const {
-        const auto* q = find(channel);
-        return q == nullptr ? 0 : q->size();
-    }
-    [[nodiscard]] std::size_t total_size() const {
-        std::size_t n = 0;
-        for (const auto& [ch, q] : slots_) n += q.size();
-        return n;
-    }
-    template <class F>
-    void for_each_channel(F&& f) const {
-        for (const auto& [ch, q] : slots_) f(ch, q.size());
-    }
-
-private:
-    std::map<Channel, Slot> slots_;
-    mutable CachedPtr<const typename std::map<Channel, Slot>::value_type> last_;
-};
-}  // namespace detail
 
 /// One FIFO queue per channel.
 template <class T>
@@ -167,7 +179,7 @@ public:
     }
 
 private:
-    detail::ChannelMap<std::deque<T>> queues_;
+    detail::ChannelMap<detail::Ring<T>> queues_;
 };
 
 /// One PriorityQueue per channel.

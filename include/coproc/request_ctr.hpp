@@ -10,12 +10,13 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <string_view>
+#include <utility>
 
 #include <fmt/format.h>
 
 #include "coproc/channel.hpp"
+#include "coproc/detail/channel_map.hpp"
 
 namespace coproc {
 
@@ -39,14 +40,14 @@ public:
     }
 
     /// Called by the messenger after a data frame was written.
-    void count_sent(const Channel& ch, bool is_request) {
-        auto& c = counts_[ch];
-        ++c.sent;
-        if (is_request) ++c.requests;
+    void count_sent(const Channel& ch, bool is_request, std::uint64_t n = 1) {
+        auto& c = counts_.slot(ch);
+        c.sent += n;
+        if (is_request) c.requests += n;
     }
     /// Called by the messenger when a data frame is popped.
     void count_received(const Channel& ch, bool is_reply) {
-        auto& c = counts_[ch];
+        auto& c = counts_.slot(ch);
         ++c.received;
         if (is_reply) ++c.replies;
     }
@@ -54,16 +55,16 @@ public:
     /// Visits (channel, counts) in channel order.
     template <class F>
     void for_each_channel(F&& f) const {
-        for (const auto& [ch, c] : counts_) f(ch, c);
+        counts_.for_each(std::forward<F>(f));
     }
 
 private:
     [[nodiscard]] const Counts& get(const Channel& ch) const {
         static const Counts zero{};
-        auto it = counts_.find(ch);
-        return it == counts_.end() ? zero : it->second;
+        const Counts* c = counts_.find(ch);
+        return c == nullptr ? zero : *c;
     }
-    std::map<Channel, Counts> counts_;
+    detail::ChannelMap<Counts> counts_;
 };
 
 }  // namespace coproc
