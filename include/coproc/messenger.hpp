@@ -231,7 +231,13 @@ public:
     /// No I/O. Pops and decodes the next queued message of `channel`.
     /// Throws std::out_of_range if none is queued, ProtocolError if it does not decode.
     [[nodiscard]] Msg pop_from_queue(const Channel& channel = {}) {
-        detail::QueuedFrame frame = queue_.get(channel);
+        detail::QueuedFrame& frame = queue_.front(channel);
+        // The frame is consumed even if it does not decode (ProtocolError).
+        struct PopOnExit {
+            queue_type& queue;
+            const Channel& channel;
+            ~PopOnExit() { queue.pop(channel); }
+        } pop_on_exit{queue_, channel};
         Msg message = decode<Msg>(frame.payload());
         ctr_.count_received(channel, frame.is_reply);
         if (frame.bytes.heap_capacity() > detail::direct_read_threshold) link_.recycle(std::move(frame.bytes));
@@ -254,16 +260,26 @@ public:
 
 private:
     static void enqueue(void* self, const detail::FrameView& frame) {
-        detail::QueuedFrame queued;
-        queued.is_reply = frame.kind == detail::FrameKind::reply;
+        auto& queue = static_cast<BasicMessenger*>(self)->queue_;
+        const bool is_reply = frame.kind == detail::FrameKind::reply;
+        // Filled in place: a queued frame is a hundred bytes, moving it costs.
         if (frame.owned != nullptr) {
-            // A large frame read into its own buffer: keep that buffer, no copy.
-            queued.offset = static_cast<std::uint32_t>(frame.payload.data() - frame.owned->data());
+            // A large frame in its own buffer or in shared memory: keep it, no copy.
+            const auto offset = static_cast<std::uint32_t>(frame.payload.data() - frame.owned->data());
+            detail::QueuedFrame& queued = queue.emplace(frame.priority, frame.channel);
             queued.bytes = std::move(*frame.owned);
+            queued.offset = offset;
+            queued.is_reply = is_reply;
+        } else if (frame.payload.size() <= detail::Bytes::inline_capacity) {
+            detail::QueuedFrame& queued = queue.emplace(frame.priority, frame.channel);
+            queued.bytes.assign_inline(frame.payload);
+            queued.is_reply = is_reply;
         } else {
-            queued.bytes = detail::Bytes::copy_of(frame.payload);
+            detail::Bytes bytes = detail::Bytes::copy_of(frame.payload);  // may throw: before queueing
+            detail::QueuedFrame& queued = queue.emplace(frame.priority, frame.channel);
+            queued.bytes = std::move(bytes);
+            queued.is_reply = is_reply;
         }
-        static_cast<BasicMessenger*>(self)->queue_.put(std::move(queued), frame.priority, frame.channel);
     }
     std::size_t drain() { return link_.drain(&BasicMessenger::enqueue, this); }
 

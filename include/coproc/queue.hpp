@@ -57,10 +57,13 @@ public:
     Ring& operator=(const Ring&) = delete;
     ~Ring() { release(); }
 
-    void push_back(T&& item) {
+    void push_back(T&& item) { emplace_back() = std::move(item); }
+    /// Appends a default-constructed item and returns it (filled in place).
+    T& emplace_back() {
         if (size_ == cap_) grow();
-        std::construct_at(data_ + ((head_ + size_) & (cap_ - 1)), std::move(item));
+        T* slot = std::construct_at(data_ + ((head_ + size_) & (cap_ - 1)));
         ++size_;
+        return *slot;
     }
     [[nodiscard]] T& front() noexcept { return data_[head_]; }
     [[nodiscard]] const T& front() const noexcept { return data_[head_]; }
@@ -108,24 +111,32 @@ template <class T>
 class PriorityQueue {
 public:
     /// Adds an item; NaN counts as +inf.
-    void put(T item, double priority) {
+    void put(T item, double priority) { emplace(priority) = std::move(item); }
+    /// Adds a default-constructed item and returns it, to be filled in place.
+    T& emplace(double priority) {
         if (std::isnan(priority)) priority = no_priority;
-        buckets_[priority].push_back(std::move(item));
+        T& item = buckets_[priority].emplace_back();
         ++size_;
+        return item;
     }
     /// Removes and returns the first item. Throws std::out_of_range if empty.
     T get() {
-        auto it = first_nonempty();
-        T item = std::move(it->second.front());
-        it->second.pop_front();
-        --size_;
-        // Keep a few empty buckets (their deques keep their memory for the
-        // next message); drop them once there are many distinct priorities.
-        if (it->second.empty() && buckets_.size() > max_idle_buckets) buckets_.erase(it);
+        T item = std::move(front());
+        pop();
         return item;
     }
     /// The first item, without removing it. Throws std::out_of_range if empty.
     [[nodiscard]] const T& front() const { return first_nonempty()->second.front(); }
+    [[nodiscard]] T& front() { return first_nonempty()->second.front(); }
+    /// Removes the first item. Throws std::out_of_range if empty.
+    void pop() {
+        auto it = first_nonempty();
+        it->second.pop_front();
+        --size_;
+        // Keep a few empty buckets (their rings keep their memory for the
+        // next message); drop them once there are many distinct priorities.
+        if (it->second.empty() && buckets_.size() > max_idle_buckets) buckets_.erase(it);
+    }
     /// Priority of the first item. Throws std::out_of_range if empty.
     [[nodiscard]] double current_priority() const { return first_nonempty()->first; }
     [[nodiscard]] std::size_t size() const noexcept { return size_; }
@@ -160,13 +171,25 @@ public:
     void put(T item, const Channel& channel = {}) { queues_.slot(channel).push_back(std::move(item)); }
     /// Same as put(item, channel): a MultiQueue ignores priorities.
     void put(T item, double /*priority*/, const Channel& channel) { put(std::move(item), channel); }
+    /// Adds a default-constructed item and returns it, to be filled in place.
+    T& emplace(double /*priority*/, const Channel& channel) { return queues_.slot(channel).emplace_back(); }
     /// Throws std::out_of_range if the channel is empty.
     T get(const Channel& channel = {}) {
+        T item = std::move(front(channel));
+        queues_.find(channel)->pop_front();
+        return item;
+    }
+    /// The channel's first item. Throws std::out_of_range if the channel is empty.
+    [[nodiscard]] T& front(const Channel& channel = {}) {
         auto* q = queues_.find(channel);
         if (q == nullptr || q->empty()) throw std::out_of_range("Cannot pop from empty queue");
-        T item = std::move(q->front());
+        return q->front();
+    }
+    /// Removes the channel's first item. Throws std::out_of_range if the channel is empty.
+    void pop(const Channel& channel = {}) {
+        auto* q = queues_.find(channel);
+        if (q == nullptr || q->empty()) throw std::out_of_range("Cannot pop from empty queue");
         q->pop_front();
-        return item;
     }
     [[nodiscard]] std::size_t size(const Channel& channel = {}) const { return queues_.size(channel); }
     [[nodiscard]] bool empty(const Channel& channel = {}) const { return size(channel) == 0; }
@@ -192,12 +215,14 @@ public:
     void put(T item, double priority, const Channel& channel = {}) {
         queues_.slot(channel).put(std::move(item), priority);
     }
+    /// Adds a default-constructed item and returns it, to be filled in place.
+    T& emplace(double priority, const Channel& channel) { return queues_.slot(channel).emplace(priority); }
     /// Throws std::out_of_range if the channel is empty.
-    T get(const Channel& channel = {}) {
-        auto* q = queues_.find(channel);
-        if (q == nullptr) throw std::out_of_range("Cannot pop from empty queue");
-        return q->get();
-    }
+    T get(const Channel& channel = {}) { return queue_of(channel).get(); }
+    /// The channel's first item. Throws std::out_of_range if the channel is empty.
+    [[nodiscard]] T& front(const Channel& channel = {}) { return queue_of(channel).front(); }
+    /// Removes the channel's first item. Throws std::out_of_range if the channel is empty.
+    void pop(const Channel& channel = {}) { queue_of(channel).pop(); }
     [[nodiscard]] std::size_t size(const Channel& channel = {}) const { return queues_.size(channel); }
     [[nodiscard]] bool empty(const Channel& channel = {}) const { return size(channel) == 0; }
     [[nodiscard]] std::size_t total_size() const { return queues_.total_size(); }
@@ -207,6 +232,11 @@ public:
     }
 
 private:
+    PriorityQueue<T>& queue_of(const Channel& channel) {
+        auto* q = queues_.find(channel);
+        if (q == nullptr) throw std::out_of_range("Cannot pop from empty queue");
+        return *q;
+    }
     detail::ChannelMap<PriorityQueue<T>> queues_;
 };
 

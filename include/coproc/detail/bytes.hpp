@@ -47,6 +47,11 @@ public:
     }
     [[nodiscard]] bool is_borrowed() const noexcept { return borrowed_ != nullptr; }
     [[nodiscard]] std::size_t heap_capacity() const noexcept { return heap_ ? capacity_ : 0; }
+    /// Copies `s` into an empty inline buffer. Requires s.size() <= inline_capacity.
+    void assign_inline(std::string_view s) noexcept {
+        size_ = s.size();
+        if (!s.empty()) std::memcpy(inline_, s.data(), s.size());
+    }
     static Bytes copy_of(std::string_view s) {
         Bytes b = uninitialized(s.size());
         if (!s.empty()) std::memcpy(b.data(), s.data(), s.size());
