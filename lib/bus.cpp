@@ -18,6 +18,7 @@
 #include <fmt/format.h>
 #include <zmq.hpp>
 
+#include "coproc/detail/bus_json.hpp"
 #include "coproc/detail/fd.hpp"
 
 namespace coproc {
@@ -35,170 +36,6 @@ namespace {
 // frame: the subscriber's wait_ready handshake. A leading \x01 keeps it out of
 // any sane channel name; plain PUB peers never answer it.
 constexpr std::string_view ready_prefix = "\x01coproc-ready:";
-
-// ---- Python's json.dumps, default settings.
-
-void append_python_float(std::string& out, double d) {
-    if (std::isnan(d)) {
-        out += "NaN";
-        return;
-    }
-    if (std::isinf(d)) {
-        out += d > 0 ? "Infinity" : "-Infinity";
-        return;
-    }
-    // Shortest round-trip digits, then CPython's float_repr layout: exponent
-    // form when the decimal point is at <= -4 or > 16, else positional.
-    char buf[64];
-    auto res = std::to_chars(buf, buf + sizeof buf, d, std::chars_format::scientific);
-    std::string_view sci(buf, static_cast<std::size_t>(res.ptr - buf));
-    bool negative = false;
-    if (sci.front() == '-') {
-        negative = true;
-        sci.remove_prefix(1);
-    }
-    const auto e = sci.find('e');
-    std::string digits;
-    for (char c : sci.substr(0, e))
-        if (c != '.') digits += c;
-    const int exp10 = std::stoi(std::string(sci.substr(e + 1)));
-    const int decpt = exp10 + 1;
-    if (negative) out += '-';
-    if (decpt <= -4 || decpt > 16) {
-        out += digits[0];
-        if (digits.size() > 1) {
-            out += '.';
-            out.append(digits, 1);
-        }
-        out += fmt::format("e{}{:02d}", exp10 < 0 ? '-' : '+', std::abs(exp10));
-    } else if (decpt <= 0) {
-        out += "0.";
-        out.append(static_cast<std::size_t>(-decpt), '0');
-        out += digits;
-    } else if (static_cast<std::size_t>(decpt) >= digits.size()) {
-        out += digits;
-        out.append(static_cast<std::size_t>(decpt) - digits.size(), '0');
-        out += ".0";
-    } else {
-        out.append(digits, 0, static_cast<std::size_t>(decpt));
-        out += '.';
-        out.append(digits, static_cast<std::size_t>(decpt));
-    }
-}
-
-void append_u_escape(std::string& out, unsigned v) { out += fmt::format("\\u{:04x}", v); }
-
-// ensure_ascii=True: everything outside ' '..'~' is escaped, astral code
-// points as surrogate pairs. The input is valid UTF-8 (nlohmann checks it).
-void append_python_string(std::string& out, std::string_view s) {
-    out += '"';
-    for (std::size_t i = 0; i < s.size();) {
-        const auto c = static_cast<unsigned char>(s[i]);
-        if (c < 0x80) {
-            switch (c) {
-                case '"': out += "\\\""; break;
-                case '\\': out += "\\\\"; break;
-                case '\n': out += "\\n"; break;
-                case '\r': out += "\\r"; break;
-                case '\t': out += "\\t"; break;
-                case '\b': out += "\\b"; break;
-                case '\f': out += "\\f"; break;
-                default:
-                    if (c < 0x20 || c == 0x7f)
-                        append_u_escape(out, c);
-                    else
-                        out += static_cast<char>(c);
-            }
-            ++i;
-            continue;
-        }
-        const std::size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
-        unsigned cp = c & (len == 2 ? 0x1Fu : len == 3 ? 0x0Fu : 0x07u);
-        for (std::size_t k = 1; k < len && i + k < s.size(); ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3Fu);
-        if (cp >= 0x10000) {
-            cp -= 0x10000;
-            append_u_escape(out, 0xD800 + (cp >> 10));
-            append_u_escape(out, 0xDC00 + (cp & 0x3FF));
-        } else {
-            append_u_escape(out, cp);
-        }
-        i += len;
-    }
-    out += '"';
-}
-
-void append_python_json(std::string& out, const Json& v) {
-    switch (v.type()) {
-        case Json::value_t::null: out += "null"; break;
-        case Json::value_t::boolean: out += v.get<bool>() ? "true" : "false"; break;
-        case Json::value_t::number_integer: out += std::to_string(v.get<std::int64_t>()); break;
-        case Json::value_t::number_unsigned: out += std::to_string(v.get<std::uint64_t>()); break;
-        case Json::value_t::number_float: append_python_float(out, v.get<double>()); break;
-        case Json::value_t::string: append_python_string(out, v.get_ref<const std::string&>()); break;
-        case Json::value_t::array: {
-            out += '[';
-            bool first = true;
-            for (const auto& item : v) {
-                if (!first) out += ", ";
-                first = false;
-                append_python_json(out, item);
-            }
-            out += ']';
-            break;
-        }
-        case Json::value_t::object: {
-            out += '{';
-            bool first = true;
-            for (const auto& [key, item] : v.items()) {
-                if (!first) out += ", ";
-                first = false;
-                append_python_string(out, key);
-                out += ": ";
-                append_python_json(out, item);
-            }
-            out += '}';
-            break;
-        }
-        case Json::value_t::binary:
-        case Json::value_t::discarded: throw std::invalid_argument("coproc::Bus: binary JSON values cannot be sent");
-    }
-}
-
-bool valid_utf8(std::string_view s) {
-    for (std::size_t i = 0; i < s.size();) {
-        const auto c = static_cast<unsigned char>(s[i]);
-        std::size_t len = 0;
-        unsigned cp = 0;
-        if (c < 0x80) {
-            ++i;
-            continue;
-        }
-        if ((c & 0xE0) == 0xC0) {
-            len = 2;
-            cp = c & 0x1F;
-        } else if ((c & 0xF0) == 0xE0) {
-            len = 3;
-            cp = c & 0x0F;
-        } else if ((c & 0xF8) == 0xF0) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (i + len > s.size()) return false;
-        for (std::size_t k = 1; k < len; ++k) {
-            const auto cc = static_cast<unsigned char>(s[i + k]);
-            if ((cc & 0xC0) != 0x80) return false;
-            cp = (cp << 6) | (cc & 0x3F);
-        }
-        // overlong forms, surrogates and values beyond Unicode are invalid
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
-        i += len;
-    }
-    return true;
-}
 
 void check_channels(const Channels& channels, bool allow_empty_name) {
     if (channels.names().empty()) throw std::invalid_argument("coproc::Bus: the channel list is empty");
@@ -231,11 +68,6 @@ std::shared_ptr<zmq::context_t> process_context() {
 
 }  // namespace
 
-std::string python_json_dumps(const Json& value) {
-    std::string out;
-    append_python_json(out, value);
-    return out;
-}
 
 // ------------------------------------------------------------------ publisher
 
@@ -249,7 +81,7 @@ struct PublisherState {
 
     std::mutex mutex;
     std::condition_variable changed;
-    std::deque<std::optional<std::string>> queue;  // nullopt is the poison pill
+    std::vector<std::string> queue;  // frames put and not yet taken by the thread
     std::size_t subscriptions = 0;
     bool stop_requested = false;
     std::atomic<std::uint64_t> sent{0};
@@ -264,6 +96,7 @@ struct PublisherState {
 
     void run() {
         auto& sock = *socket;
+        std::vector<std::string> batch;
         bool done = false;
         while (!done) {
             zmq::pollitem_t items[] = {{sock.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake.get(), ZMQ_POLLIN, 0}};
@@ -278,23 +111,26 @@ struct PublisherState {
                 std::uint64_t n;
                 (void)!::read(wake.get(), &n, sizeof n);
             }
-            std::deque<std::optional<std::string>> batch;
+            // Take the whole queue; the two vectors trade places and keep
+            // their capacity, so a steady stream allocates nothing here.
+            bool stop_now = false;
             {
                 const std::lock_guard lock(mutex);
                 batch.swap(queue);
+                // The pill: request_stop() was called, and put() refuses
+                // since, so this batch ends with the last frame put before it.
+                stop_now = stop_requested;
             }
-            for (auto& frame : batch) {
-                if (!frame) {
-                    done = true;  // the pill: what was put after it is never queued
-                    break;
-                }
+            for (const auto& frame : batch) {
                 try {
-                    sock.send(zmq::buffer(*frame), zmq::send_flags::none);
-                    sent.fetch_add(1);
+                    sock.send(zmq::buffer(frame), zmq::send_flags::none);
+                    sent.fetch_add(1, std::memory_order_relaxed);
                 } catch (const zmq::error_t&) {
                     // a frame ZeroMQ refuses is dropped; the loop goes on (as shellbot's)
                 }
             }
+            batch.clear();
+            done = stop_now;
         }
         socket.reset();  // close: linger lets ZeroMQ flush; stop() waits for it
         running = false;
@@ -383,7 +219,20 @@ void Publisher::put_json(const Channels& channels, const Json& message) {
     if (message.is_null() || (message.is_string() && message.get_ref<const std::string&>().empty()) ||
         ((message.is_object() || message.is_array()) && message.empty()))
         throw std::invalid_argument("coproc::Bus: empty message");
-    const std::string text = detail::python_json_dumps(message);  // serialised once
+    // Serialised once, straight into the frame when there is one channel.
+    const auto names = channels.names();
+    std::string first = names.front();
+    first += ' ';
+    detail::append_python_json(first, message);
+    std::vector<std::string> others;  // the same text on the other channels
+    if (names.size() > 1) {
+        const std::string_view text = std::string_view(first).substr(names.front().size() + 1);
+        for (std::size_t i = 1; i < names.size(); ++i) {
+            others.push_back(names[i]);
+            others.back() += ' ';
+            others.back() += text;
+        }
+    }
     auto& s = *state_;
     bool wake_thread = false;
     {
@@ -393,7 +242,8 @@ void Publisher::put_json(const Channels& channels, const Json& message) {
         // finds it empty needs to wake it (one write per burst, not per
         // message); before start() there is no thread yet, start() wakes it.
         wake_thread = s.queue.empty() && s.wake;
-        for (const auto& channel : channels.names()) s.queue.emplace_back(channel + ' ' + text);
+        s.queue.push_back(std::move(first));
+        for (auto& frame : others) s.queue.push_back(std::move(frame));
     }
     if (wake_thread) s.notify();
 }
@@ -413,7 +263,6 @@ void Publisher::request_stop() {
         const std::lock_guard lock(s.mutex);
         if (s.stop_requested) return;
         s.stop_requested = true;
-        s.queue.emplace_back(std::nullopt);
         wake_thread = static_cast<bool>(s.wake);
     }
     if (wake_thread) s.notify();
@@ -486,17 +335,24 @@ struct SubscriberState {
             ++stats.dropped_no_space;
             return std::nullopt;
         }
-        if (!valid_utf8(frame)) {
+        // The JSON parser checks the UTF-8 of the text; the channel is checked here.
+        const std::string_view channel = frame.substr(0, space);
+        const std::string_view text = frame.substr(space + 1);
+        if (!valid_utf8(channel)) {
             ++stats.dropped_bad_utf8;
             return std::nullopt;
         }
-        Json value = Json::parse(frame.substr(space + 1), nullptr, false);
-        if (value.is_discarded()) {
-            ++stats.dropped_bad_json;
+        std::optional<BusMessage> message(std::in_place);
+        if (!parse_json(text, message->message)) {
+            if (!valid_utf8(text))
+                ++stats.dropped_bad_utf8;
+            else
+                ++stats.dropped_bad_json;
             return std::nullopt;
         }
+        message->channel.assign(channel);
         ++stats.delivered;
-        return BusMessage{std::string(frame.substr(0, space)), std::move(value)};
+        return message;
     }
 
     std::optional<BusMessage> next(Deadline deadline) {

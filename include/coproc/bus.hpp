@@ -29,8 +29,10 @@
 #include <initializer_list>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -53,18 +55,24 @@ struct BusOptions {
     std::chrono::milliseconds linger{5000};
 };
 
-/// One or several channel names.
+/// One or several channel names. One name is kept without a vector (put()
+/// on one channel allocates nothing for it).
 class Channels {
 public:
-    Channels(const char* channel) : names_{channel} {}                         // NOLINT(google-explicit-constructor)
-    Channels(std::string channel) : names_{std::move(channel)} {}              // NOLINT(google-explicit-constructor)
-    Channels(std::string_view channel) : names_{std::string(channel)} {}       // NOLINT(google-explicit-constructor)
-    Channels(std::vector<std::string> channels) : names_(std::move(channels)) {}  // NOLINT(google-explicit-constructor)
-    Channels(std::initializer_list<std::string> channels) : names_(channels) {}   // NOLINT(google-explicit-constructor)
-    [[nodiscard]] const std::vector<std::string>& names() const noexcept { return names_; }
+    Channels(const char* channel) : one_(channel) {}                   // NOLINT(google-explicit-constructor)
+    Channels(std::string channel) : one_(std::move(channel)) {}        // NOLINT(google-explicit-constructor)
+    Channels(std::string_view channel) : one_(channel) {}              // NOLINT(google-explicit-constructor)
+    Channels(std::vector<std::string> channels) : many_(std::move(channels)), single_(false) {}  // NOLINT(google-explicit-constructor)
+    Channels(std::initializer_list<std::string> channels) : many_(channels), single_(false) {}   // NOLINT(google-explicit-constructor)
+    [[nodiscard]] std::span<const std::string> names() const noexcept {
+        if (single_) return {&one_, 1};
+        return many_;
+    }
 
 private:
-    std::vector<std::string> names_;
+    std::string one_;
+    std::vector<std::string> many_;
+    bool single_ = true;
 };
 
 /// A received message and the channel it came on.
@@ -119,7 +127,10 @@ public:
     /// stop.
     template <class T>
     void put(const Channels& channels, const T& message) {
-        put_json(channels, Json(message));
+        if constexpr (std::is_same_v<T, Json>)
+            put_json(channels, message);  // no copy
+        else
+            put_json(channels, Json(message));
     }
     void put_json(const Channels& channels, const Json& message);
 
