@@ -81,7 +81,21 @@ struct PublisherState {
 
     std::mutex mutex;
     std::condition_variable changed;
-    std::vector<std::string> queue;  // frames put and not yet taken by the thread
+    // Frames put and not yet taken by the thread, back to back in one buffer
+    // (no allocation per message once the buffers have grown).
+    struct Frames {
+        std::string bytes;
+        std::vector<std::size_t> lengths;
+        void clear() noexcept {
+            bytes.clear();
+            lengths.clear();
+        }
+        void swap(Frames& other) noexcept {
+            bytes.swap(other.bytes);
+            lengths.swap(other.lengths);
+        }
+    };
+    Frames queue;
     std::size_t subscriptions = 0;
     bool stop_requested = false;
     std::atomic<std::uint64_t> sent{0};
@@ -96,7 +110,7 @@ struct PublisherState {
 
     void run() {
         auto& sock = *socket;
-        std::vector<std::string> batch;
+        Frames batch;
         bool done = false;
         while (!done) {
             zmq::pollitem_t items[] = {{sock.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake.get(), ZMQ_POLLIN, 0}};
@@ -121,7 +135,10 @@ struct PublisherState {
                 // since, so this batch ends with the last frame put before it.
                 stop_now = stop_requested;
             }
-            for (const auto& frame : batch) {
+            std::size_t at = 0;
+            for (const std::size_t length : batch.lengths) {
+                const std::string_view frame(batch.bytes.data() + at, length);
+                at += length;
                 try {
                     sock.send(zmq::buffer(frame), zmq::send_flags::none);
                     sent.fetch_add(1, std::memory_order_relaxed);
@@ -130,6 +147,8 @@ struct PublisherState {
                 }
             }
             batch.clear();
+            // A burst of big messages should not pin its memory for good.
+            if (batch.bytes.capacity() > (std::size_t{4} << 20)) batch = Frames{};
             done = stop_now;
         }
         socket.reset();  // close: linger lets ZeroMQ flush; stop() waits for it
@@ -219,20 +238,10 @@ void Publisher::put_json(const Channels& channels, const Json& message) {
     if (message.is_null() || (message.is_string() && message.get_ref<const std::string&>().empty()) ||
         ((message.is_object() || message.is_array()) && message.empty()))
         throw std::invalid_argument("coproc::Bus: empty message");
-    // Serialised once, straight into the frame when there is one channel.
-    const auto names = channels.names();
-    std::string first = names.front();
-    first += ' ';
-    detail::append_python_json(first, message);
-    std::vector<std::string> others;  // the same text on the other channels
-    if (names.size() > 1) {
-        const std::string_view text = std::string_view(first).substr(names.front().size() + 1);
-        for (std::size_t i = 1; i < names.size(); ++i) {
-            others.push_back(names[i]);
-            others.back() += ' ';
-            others.back() += text;
-        }
-    }
+    // Serialised once, outside the lock, into this thread's reused buffer.
+    thread_local std::string text;
+    text.clear();
+    detail::append_python_json(text, message);
     auto& s = *state_;
     bool wake_thread = false;
     {
@@ -241,11 +250,16 @@ void Publisher::put_json(const Channels& channels, const Json& message) {
         // The thread takes the whole queue at each wake-up: only the put that
         // finds it empty needs to wake it (one write per burst, not per
         // message); before start() there is no thread yet, start() wakes it.
-        wake_thread = s.queue.empty() && s.wake;
-        s.queue.push_back(std::move(first));
-        for (auto& frame : others) s.queue.push_back(std::move(frame));
+        wake_thread = s.queue.lengths.empty() && s.wake;
+        for (const auto& channel : channels.names()) {
+            s.queue.bytes += channel;
+            s.queue.bytes += ' ';
+            s.queue.bytes += text;
+            s.queue.lengths.push_back(channel.size() + 1 + text.size());
+        }
     }
     if (wake_thread) s.notify();
+    if (text.capacity() > (std::size_t{1} << 20)) std::string().swap(text);  // do not keep a huge one
 }
 
 void Publisher::wait_for_subscribers(std::size_t count, std::chrono::nanoseconds timeout) {
