@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -19,6 +20,8 @@
 #include <thread>
 #include <typeinfo>
 #include <vector>
+
+#include "support.hpp"
 
 using namespace std::chrono_literals;
 using coproc::Channel;
@@ -205,6 +208,25 @@ TEST_CASE("workers: large round trips, and forked workers do not inherit slots",
     coproc::WorkerResource<coproc::PriorityMessenger<std::string>> second(count_inherited_slots);
     CHECK(second.join(10s) == coproc::ExitStatus::exited_with(0));
     CHECK(w.terminate(10s).signaled());
+}
+
+namespace {
+void send_three_then_die(coproc::PriorityMessenger<std::string>& m) {
+    for (unsigned i = 0; i < 3; ++i) m.send_norequest(pattern(std::size_t{1} << 20, i));
+    ::kill(::getpid(), SIGKILL);
+}
+}  // namespace
+
+TEST_CASE("large messages a worker sent before it was killed stay receivable; no fd outlives the worker", "[shm]") {
+    const auto fds_before = coproc::test::open_fds();
+    {
+        coproc::WorkerResource<coproc::PriorityMessenger<std::string>> w(send_three_then_die);
+        for (unsigned i = 0; i < 3; ++i) CHECK(w.messenger().receive_blocking(10s) == pattern(std::size_t{1} << 20, i));
+        CHECK_THROWS_AS(w.messenger().receive_blocking(10s), coproc::WorkerDied);
+        CHECK(w.exit_status() == coproc::ExitStatus::killed_by(SIGKILL));
+    }
+    CHECK(coproc::test::open_fds() == fds_before);
+    CHECK(open_slot_fds() == 0);
 }
 
 // ---------------------------------------------------------------- a peer that gets it wrong
