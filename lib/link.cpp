@@ -162,7 +162,7 @@ void Link::wait_for_data() {
         eof_ = dry_ = true;
     } else if (watch_ != nullptr && !watch_fired_) {
         // The heartbeat: nothing for a second; has the peer died meanwhile?
-        if ((wait_readable(watch_->liveness_fd(), -1, Clock::now()) & ready_fd) != 0) {
+        if (watch_->peer_exited()) {
             watch_fired_ = true;
             dry_ = false;
         }
@@ -226,9 +226,25 @@ void Link::deliver_shm(Sink sink, void* context, const FrameView& frame) {
 
 bool Link::wait(Deadline deadline) {
     if (peer_gone()) return true;
-    const int extra = watch_fired_ || watch_ == nullptr ? -1 : watch_->liveness_fd();
-    const unsigned ready = wait_readable(fd_.get(), extra, deadline);
-    if (ready == ready_none) return false;
+    const bool watching = !watch_fired_ && watch_ != nullptr;
+    const int extra = watching ? watch_->liveness_fd() : -1;
+    unsigned ready = ready_none;
+    for (;;) {
+        // With a watch, wake at least once a second to ask it directly: its
+        // fd may stay silent (an exit pipe a grandchild still holds open).
+        Deadline slice = deadline;
+        if (watching) {
+            const auto second = Clock::now() + std::chrono::seconds(1);
+            if (!slice || *slice > second) slice = second;
+        }
+        ready = wait_readable(fd_.get(), extra, slice);
+        if (ready != ready_none) break;
+        if (watching && watch_->peer_exited()) {
+            ready = ready_extra;
+            break;
+        }
+        if (deadline && Clock::now() >= *deadline) return false;
+    }
     // The peer exited: every byte it wrote is in the socket now, so after one
     // more drain to dryness it is gone even if someone else holds its end.
     if ((ready & ready_extra) != 0) {

@@ -168,8 +168,18 @@ bool ChildProcess::poll() { return status_ || reap_now(); }
 std::optional<ExitStatus> ChildProcess::wait(Deadline deadline, Link* link) {
     while (!poll()) {
         const int extra = link != nullptr && !link->peer_gone() ? link->fd() : -1;
-        const unsigned ready = wait_readable(exit_fd_.get(), extra, deadline);
-        if (ready == ready_none) return std::nullopt;
+        // An exit pipe stays open while a grandchild the worker forked holds
+        // its write end: without a pidfd, reap-poll at least every 100 ms.
+        Deadline slice = deadline;
+        if (!is_pidfd_) {
+            const auto soon = Clock::now() + std::chrono::milliseconds(100);
+            if (!slice || *slice > soon) slice = soon;
+        }
+        const unsigned ready = wait_readable(exit_fd_.get(), extra, slice);
+        if (ready == ready_none) {
+            if (deadline && Clock::now() >= *deadline) return std::nullopt;
+            continue;
+        }
         if ((ready & ready_extra) != 0) link->buffer_incoming();
         if ((ready & ready_fd) != 0 && !is_pidfd_ && !poll()) {
             // Exit pipe at EOF: the child closes it as it exits, a moment

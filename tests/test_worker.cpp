@@ -9,6 +9,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <thread>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -186,6 +190,91 @@ TEST_CASE("a worker dying while the host waits in await_available or receive_rem
         coproc::WorkerDied);
     CHECK(got == std::vector<int>{1});
     CHECK_THROWS_AS(m.await_available(5s), coproc::WorkerDied);
+}
+
+namespace {
+// Ends `grandchild` (which ends any wait on the worker's socket or exit pipe)
+// if the test body has not finished 20 s after it started: then it hung.
+class HangGuard {
+public:
+    explicit HangGuard(int grandchild)
+        : thread_([this, grandchild] {
+              std::unique_lock lock(mutex_);
+              if (!changed_.wait_for(lock, 20s, [&] { return done_; })) fired_ = true;
+              ::kill(grandchild, SIGKILL);
+          }) {}
+    ~HangGuard() { finish(); }
+    bool finish() {
+        {
+            const std::lock_guard lock(mutex_);
+            done_ = true;
+        }
+        changed_.notify_all();
+        if (thread_.joinable()) thread_.join();
+        return !fired_;
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    bool done_ = false;
+    bool fired_ = false;
+    std::thread thread_;
+};
+
+// Forks a grandchild that holds the worker's socket and exit pipe, reports
+// its pid, then dies (`die`) or waits for the close request.
+void fork_grandchild(coproc::PriorityMessenger<int>& m, bool die) {
+    const pid_t grandchild = ::fork();
+    if (grandchild == 0) {
+        coproc::test::child_watchdog(60);
+        for (;;) ::pause();
+    }
+    m.send_norequest(static_cast<int>(grandchild));
+    if (die) ::kill(::getpid(), SIGKILL);
+    for (;;) (void)m.receive_blocking();
+}
+}  // namespace
+
+TEST_CASE("a worker whose socket a grandchild still holds: its death and its exit are still seen", "[worker]") {
+    // The grandchild keeps the worker's end of the socket (and, without a
+    // pidfd, the exit pipe) open, so the host never sees end of stream: only
+    // the pidfd or a reap tells it the worker is gone.
+    int grandchild = 0;
+    SECTION("an untimed receive ends with WorkerDied") {
+        IntWorker w(fork_grandchild, true);
+        grandchild = w.messenger().receive_blocking(10s);
+        HangGuard guard(grandchild);
+        CHECK_THROWS_AS(w.messenger().receive_blocking(), coproc::WorkerDied);
+        CHECK(guard.finish());
+        CHECK(w.exit_status() == ExitStatus::killed_by(SIGKILL));
+    }
+    SECTION("a timed receive ends with WorkerDied, not Timeout") {
+        IntWorker w(fork_grandchild, true);
+        grandchild = w.messenger().receive_blocking(10s);
+        HangGuard guard(grandchild);
+        CHECK_THROWS_AS(w.messenger().receive_blocking(Channel{}, 15s), coproc::WorkerDied);
+        CHECK(guard.finish());
+    }
+    SECTION("join ends") {
+        IntWorker w(fork_grandchild, false);
+        grandchild = w.messenger().receive_blocking(10s);
+        HangGuard guard(grandchild);
+        CHECK(w.join(15s) == ExitStatus::exited_with(0));
+        CHECK(guard.finish());
+    }
+    SECTION("the destructor ends") {
+        std::optional<HangGuard> guard;
+        {
+            IntWorker w(fork_grandchild, false);
+            grandchild = w.messenger().receive_blocking(10s);
+            guard.emplace(grandchild);
+        }
+        CHECK(guard->finish());
+    }
+    REQUIRE(grandchild > 0);
+    ::kill(grandchild, SIGKILL);
+    CHECK(coproc::test::wait_gone(grandchild, 10s));
 }
 
 TEST_CASE("a worker's own host end and its siblings' fds are closed in the child", "[worker]") {

@@ -47,6 +47,9 @@ public:
     ExitStatus kill_and_reap() noexcept;
 
     [[nodiscard]] int liveness_fd() const noexcept override { return exit_fd_.get(); }
+    /// poll(): an exit pipe stays open while a grandchild the worker forked
+    /// holds its write end; the reap still tells.
+    [[nodiscard]] bool peer_exited() override { return poll(); }
     /// Waits up to 1 s for the exit, then throws WorkerDied (or ChannelClosed
     /// if the child closed its channel but still runs).
     [[noreturn]] void raise_peer_closed() override;

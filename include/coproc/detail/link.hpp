@@ -21,8 +21,12 @@ namespace coproc::detail {
 /// side of a worker implements it with the worker's pidfd.
 class PeerWatch {
 public:
-    /// An fd that becomes readable when the peer has died, or -1.
+    /// An fd that becomes readable when the peer has died, or -1. (It may
+    /// also stay silent after the death: see peer_exited.)
     [[nodiscard]] virtual int liveness_fd() const noexcept = 0;
+    /// Never blocks: true if the peer is known to have exited. The waits
+    /// ask it at least once a second, whatever the liveness fd says.
+    [[nodiscard]] virtual bool peer_exited() = 0;
     /// Throws the peer-is-gone exception (WorkerDied with the exit status).
     [[noreturn]] virtual void raise_peer_closed() = 0;
 
