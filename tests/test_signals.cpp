@@ -49,7 +49,15 @@ long flaky_recv(int fd, msghdr* message, int flags) {
     message->msg_flags = shorter.msg_flags;
     return r;
 }
-long flaky_send(int fd, const msghdr* message, int flags) {
+long flaky_send(int fd, const void* data, std::size_t size, int flags) {
+    const unsigned n = g_calls.fetch_add(1);
+    if (n % 3 == 0) {
+        errno = EINTR;
+        return -1;
+    }
+    return coproc::detail::real_syscalls().send(fd, data, std::min<std::size_t>(size, 1 + n % 11), flags);
+}
+long flaky_sendmsg(int fd, const msghdr* message, int flags) {
     const unsigned n = g_calls.fetch_add(1);
     if (n % 3 == 0) {
         errno = EINTR;
@@ -74,7 +82,7 @@ int flaky_poll(pollfd* fds, unsigned long count, int timeout_ms) {
 }
 
 struct FlakySyscalls {
-    FlakySyscalls() { coproc::detail::syscalls() = {&flaky_recv, &flaky_send, &flaky_poll}; }
+    FlakySyscalls() { coproc::detail::syscalls() = {&flaky_recv, &flaky_send, &flaky_sendmsg, &flaky_poll}; }
     ~FlakySyscalls() { coproc::detail::reset_syscalls(); }
 };
 

@@ -16,6 +16,7 @@ namespace coproc::detail {
 
 struct Syscalls {
     long (*recvmsg)(int fd, ::msghdr* message, int flags);
+    long (*send)(int fd, const void* data, std::size_t size, int flags);
     long (*sendmsg)(int fd, const ::msghdr* message, int flags);
     int (*poll)(::pollfd* fds, unsigned long count, int timeout_ms);
 };
