@@ -180,8 +180,9 @@ TEST_CASE("a worker dying while the host waits in await_available or receive_rem
         ::_exit(9);
     }));
     auto& m = w.messenger();
-    m.send_request(0);
-    m.send_request(0);
+    // Both requests in one write: the worker may answer the first and exit
+    // before a second send could reach it (that send would raise WorkerDied).
+    m.send_request_multiple(std::vector<int>{0, 0});
     std::vector<int> got;
     CHECK_THROWS_AS(
         [&] {
