@@ -90,21 +90,26 @@ SendOutcome Link::send(std::string_view frames, Deadline deadline) {
     return send_segments(std::span<iovec>(&one, 1), frames.size(), deadline, -1);
 }
 
+template <class F>
+void Link::for_each_piece(std::size_t from, F&& piece) const {
+    for (const auto& run : gather_.runs) {
+        piece(out_.data() + from, run.at - from);
+        piece(run.data, run.size);
+        from = run.at;
+    }
+    piece(out_.data() + from, out_.size() - from);
+}
+
 SendOutcome Link::send_message(std::size_t start, std::size_t payload_start, Deadline deadline) {
     const std::size_t payload = out_.size() - payload_start + gather_.bytes;
     if (shm_threshold_ != 0 && payload >= shm_threshold_ && payload <= reader_.max_frame_size()) {
         if (const auto grant = shm_out_.acquire(payload)) {
             // The one copy of the payload: message (and buffer) into the slot.
             char* dest = grant.data;
-            std::size_t from = payload_start;
-            for (const auto& run : gather_.runs) {
-                std::memcpy(dest, out_.data() + from, run.at - from);
-                dest += run.at - from;
-                std::memcpy(dest, run.data, run.size);
-                dest += run.size;
-                from = run.at;
-            }
-            std::memcpy(dest, out_.data() + from, out_.size() - from);
+            for_each_piece(payload_start, [&dest](const char* data, std::size_t size) {
+                if (size != 0) std::memcpy(dest, data, size);
+                dest += size;
+            });
             out_.resize(payload_start);
             mark_shm_frame(out_, start);
             int attach_fd = -1;
@@ -130,13 +135,7 @@ SendOutcome Link::send_message(std::size_t start, std::size_t payload_start, Dea
     finish_frame(out_, start, reader_.max_frame_size(), gather_.bytes);
     if (gather_.runs.empty()) return send(out_, deadline);
     iov_.clear();
-    std::size_t from = 0;
-    for (const auto& run : gather_.runs) {
-        iov_.push_back({out_.data() + from, run.at - from});
-        iov_.push_back({const_cast<char*>(run.data), run.size});
-        from = run.at;
-    }
-    iov_.push_back({out_.data() + from, out_.size() - from});
+    for_each_piece(0, [this](const char* data, std::size_t size) { iov_.push_back({const_cast<char*>(data), size}); });
     return send_segments(iov_, out_.size() + gather_.bytes, deadline, -1);
 }
 
@@ -232,12 +231,7 @@ bool Link::wait(Deadline deadline) {
     for (;;) {
         // With a watch, wake at least once a second to ask it directly: its
         // fd may stay silent (an exit pipe a grandchild still holds open).
-        Deadline slice = deadline;
-        if (watching) {
-            const auto second = Clock::now() + std::chrono::seconds(1);
-            if (!slice || *slice > second) slice = second;
-        }
-        ready = wait_readable(fd_.get(), extra, slice);
+        ready = wait_readable(fd_.get(), extra, watching ? at_most(deadline, std::chrono::seconds(1)) : deadline);
         if (ready != ready_none) break;
         if (watching && watch_->peer_exited()) {
             ready = ready_extra;

@@ -62,7 +62,6 @@ std::vector<int> registered_fds() {
     return r.fds;
 }
 
-
 FdRegistration::FdRegistration(int fd) : fd_(fd) {
     auto& r = registry();
     const std::lock_guard lock(r.mutex);

@@ -170,12 +170,8 @@ std::optional<ExitStatus> ChildProcess::wait(Deadline deadline, Link* link) {
         const int extra = link != nullptr && !link->peer_gone() ? link->fd() : -1;
         // An exit pipe stays open while a grandchild the worker forked holds
         // its write end: without a pidfd, reap-poll at least every 100 ms.
-        Deadline slice = deadline;
-        if (!is_pidfd_) {
-            const auto soon = Clock::now() + std::chrono::milliseconds(100);
-            if (!slice || *slice > soon) slice = soon;
-        }
-        const unsigned ready = wait_readable(exit_fd_.get(), extra, slice);
+        const unsigned ready =
+            wait_readable(exit_fd_.get(), extra, is_pidfd_ ? deadline : at_most(deadline, std::chrono::milliseconds(100)));
         if (ready == ready_none) {
             if (deadline && Clock::now() >= *deadline) return std::nullopt;
             continue;

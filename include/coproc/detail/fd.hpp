@@ -27,6 +27,13 @@ using Deadline = std::optional<Clock::time_point>;
     return now + timeout;
 }
 
+/// The earlier of `deadline` and `most` from now: a wait that must wake up
+/// at least that often to look at something else.
+[[nodiscard]] inline Deadline at_most(Deadline deadline, Clock::duration most) noexcept {
+    const auto soon = Clock::now() + most;
+    return deadline && *deadline < soon ? deadline : Deadline(soon);
+}
+
 /// Calls f(args...) again while it fails with EINTR. The one place coproc
 /// retries interrupted system calls. Never use it for close(): on Linux the fd
 /// is released even when close reports EINTR.

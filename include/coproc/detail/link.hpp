@@ -130,6 +130,10 @@ private:
     // were written before the deadline. `attach_fd` goes with the first byte.
     std::size_t write_until(std::span<iovec> segments, Deadline deadline, int attach_fd);
     SendOutcome send_segments(std::span<iovec> segments, std::size_t total, Deadline deadline, int attach_fd);
+    // Calls piece(data, size) for out_'s bytes from `from` on, with gather_'s
+    // runs in their places, in order (empty pieces included).
+    template <class F>
+    void for_each_piece(std::size_t from, F&& piece) const;
     // A frame whose payload is in a shared-memory slot, as the sink sees it.
     void deliver_shm(Sink sink, void* context, const FrameView& frame);
 
