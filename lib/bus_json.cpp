@@ -236,16 +236,10 @@ private:
 
     bool object(Json& out, int depth) {
         if (depth > max_json_depth) return false;
-        ++p_;  // '{'
         out = Json::object();
         auto& members = out.get_ref<Json::object_t&>();
-        skip_ws();
-        if (p_ != end_ && *p_ == '}') {
-            ++p_;
-            return true;
-        }
         std::string key;
-        for (;;) {
+        return elements('}', [&] {
             if (p_ == end_ || *p_ != '"') return false;
             key.clear();
             if (!string(key)) return false;
@@ -255,35 +249,35 @@ private:
             skip_ws();
             // Duplicate keys: the last value wins, in the first one's place.
             Json& slot = members.emplace(std::move(key), nullptr).first->second;
-            if (!value(slot, depth)) return false;
-            skip_ws();
-            if (p_ == end_) return false;
-            if (*p_ == '}') {
-                ++p_;
-                return true;
-            }
-            if (*p_ != ',') return false;
-            ++p_;
-            skip_ws();
-        }
+            return value(slot, depth);
+        });
     }
 
     bool array(Json& out, int depth) {
         if (depth > max_json_depth) return false;
-        ++p_;  // '['
         out = Json::array();
         auto& items = out.get_ref<Json::array_t&>();
+        return elements(']', [&] {
+            items.emplace_back();
+            return value(items.back(), depth);
+        });
+    }
+
+    // At an opening bracket: `element()` for each comma-separated element
+    // (whitespace around them skipped) up to the closing `close`.
+    template <class F>
+    bool elements(char close, F&& element) {
+        ++p_;  // '{' or '['
         skip_ws();
-        if (p_ != end_ && *p_ == ']') {
+        if (p_ != end_ && *p_ == close) {
             ++p_;
             return true;
         }
         for (;;) {
-            items.emplace_back();
-            if (!value(items.back(), depth)) return false;
+            if (!element()) return false;
             skip_ws();
             if (p_ == end_) return false;
-            if (*p_ == ']') {
+            if (*p_ == close) {
                 ++p_;
                 return true;
             }
