@@ -263,24 +263,28 @@ private:
         auto& queue = static_cast<BasicMessenger*>(self)->queue_;
         const bool is_reply = frame.kind == detail::FrameKind::reply;
         // Filled in place: a queued frame is a hundred bytes, moving it costs.
-        if (frame.owned != nullptr) {
-            // A large frame in its own buffer or in shared memory: keep it, no copy.
-            const auto offset = static_cast<std::uint32_t>(frame.payload.data() - frame.owned->data());
-            detail::QueuedFrame& queued = queue.emplace(frame.priority, frame.channel);
-            queued.bytes = std::move(*frame.owned);
-            queued.offset = offset;
-            queued.is_reply = is_reply;
-        } else if (frame.payload.size() <= detail::Bytes::inline_capacity) {
+        if (frame.owned == nullptr && frame.payload.size() <= detail::Bytes::inline_capacity) {
             detail::QueuedFrame& queued = queue.emplace(frame.priority, frame.channel);
             queued.bytes.assign_inline(frame.payload);
             queued.is_reply = is_reply;
-        } else {
-            detail::Bytes bytes = detail::Bytes::copy_of(frame.payload);  // may throw: before queueing
-            detail::QueuedFrame& queued = queue.emplace(frame.priority, frame.channel);
-            queued.bytes = std::move(bytes);
-            queued.is_reply = is_reply;
+            return;
         }
+        // A large frame in its own buffer or in shared memory is kept as it
+        // is; anything else is copied, before queueing (the copy may throw).
+        std::uint32_t offset = 0;
+        detail::Bytes bytes;
+        if (frame.owned != nullptr) {
+            offset = static_cast<std::uint32_t>(frame.payload.data() - frame.owned->data());
+            bytes = std::move(*frame.owned);
+        } else {
+            bytes = detail::Bytes::copy_of(frame.payload);
+        }
+        detail::QueuedFrame& queued = queue.emplace(frame.priority, frame.channel);
+        queued.bytes = std::move(bytes);
+        queued.offset = offset;
+        queued.is_reply = is_reply;
     }
+
     std::size_t drain() { return link_.drain(&BasicMessenger::enqueue, this); }
 
     void append_data(std::string& buf, detail::FrameKind kind, const Msg& message, const Channel& channel) {

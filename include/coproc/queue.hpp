@@ -175,22 +175,15 @@ public:
     T& emplace(double /*priority*/, const Channel& channel) { return queues_.slot(channel).emplace_back(); }
     /// Throws std::out_of_range if the channel is empty.
     T get(const Channel& channel = {}) {
-        T item = std::move(front(channel));
-        queues_.find(channel)->pop_front();
+        auto& q = nonempty(channel);
+        T item = std::move(q.front());
+        q.pop_front();
         return item;
     }
     /// The channel's first item. Throws std::out_of_range if the channel is empty.
-    [[nodiscard]] T& front(const Channel& channel = {}) {
-        auto* q = queues_.find(channel);
-        if (q == nullptr || q->empty()) throw std::out_of_range("Cannot pop from empty queue");
-        return q->front();
-    }
+    [[nodiscard]] T& front(const Channel& channel = {}) { return nonempty(channel).front(); }
     /// Removes the channel's first item. Throws std::out_of_range if the channel is empty.
-    void pop(const Channel& channel = {}) {
-        auto* q = queues_.find(channel);
-        if (q == nullptr || q->empty()) throw std::out_of_range("Cannot pop from empty queue");
-        q->pop_front();
-    }
+    void pop(const Channel& channel = {}) { nonempty(channel).pop_front(); }
     [[nodiscard]] std::size_t size(const Channel& channel = {}) const { return queues_.size(channel); }
     [[nodiscard]] bool empty(const Channel& channel = {}) const { return size(channel) == 0; }
     /// Items queued on all channels.
@@ -202,6 +195,11 @@ public:
     }
 
 private:
+    detail::Ring<T>& nonempty(const Channel& channel) {
+        auto* q = queues_.find(channel);
+        if (q == nullptr || q->empty()) throw std::out_of_range("Cannot pop from empty queue");
+        return *q;
+    }
     detail::ChannelMap<detail::Ring<T>> queues_;
 };
 

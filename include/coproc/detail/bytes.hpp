@@ -45,7 +45,6 @@ public:
         b.busy_flag_ = busy_flag;
         return b;
     }
-    [[nodiscard]] bool is_borrowed() const noexcept { return borrowed_ != nullptr; }
     [[nodiscard]] std::size_t heap_capacity() const noexcept { return heap_ ? capacity_ : 0; }
     /// Copies `s` into an empty inline buffer. Requires s.size() <= inline_capacity.
     void assign_inline(std::string_view s) noexcept {
