@@ -10,12 +10,12 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstring>
+#include <span>
 #include <string>
 #include <thread>
 #include <typeinfo>
@@ -251,22 +251,12 @@ struct RawPeer {
         return p;
     }
 
+    // The frame (and `fd`, if >= 0) in one send, through the posix layer.
     void send(const std::string& bytes, int fd) const {
-        iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-        if (fd >= 0) {
-            msg.msg_control = control;
-            msg.msg_controllen = sizeof control;
-            cmsghdr* c = CMSG_FIRSTHDR(&msg);
-            c->cmsg_level = SOL_SOCKET;
-            c->cmsg_type = SCM_RIGHTS;
-            c->cmsg_len = CMSG_LEN(sizeof(int));
-            std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-        }
-        REQUIRE(::sendmsg(raw.get(), &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
+        const iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
+        std::size_t sent = 0;
+        REQUIRE(detail::send_some(raw.get(), std::span<const iovec>(&iov, 1), sent, fd) == detail::SendResult::ok);
+        REQUIRE(sent == bytes.size());
     }
 
     void send_descriptor(const detail::ShmDescriptor& d, int fd) const {
