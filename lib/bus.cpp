@@ -6,8 +6,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <charconv>
-#include <cmath>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
