@@ -219,7 +219,7 @@ long FrameReader::fill_impl(int fd, bool block) {
         dest = buf_.get() + end_;
         space = cap_ - end_;
     }
-    const long n = block ? recv_blocking(fd, dest, space, &inbox_) : recv_some(fd, dest, space, &inbox_);
+    const long n = block ? recv_blocking(fd, dest, space) : recv_some(fd, dest, space);
     last_short_ = n >= 0 && static_cast<std::size_t>(n) < space;
     if (n > 0) {
         if (into_large)

@@ -1,6 +1,7 @@
 // One end of a messenger's stream: handshake, drain, waits and sends.
 #include "coproc/detail/link.hpp"
 
+#include "coproc/detail/endian.hpp"
 #include "coproc/error.hpp"
 
 #include <algorithm>
@@ -14,11 +15,13 @@ namespace {
 constexpr std::size_t drain_budget = std::size_t{64} << 20;
 }  // namespace
 
-Link::Link(UniqueFd fd, std::uint64_t fingerprint, std::size_t max_frame_size, LargePayloadOptions large)
+Link::Link(UniqueFd fd, UniqueFd side, std::uint64_t fingerprint, std::size_t max_frame_size,
+           LargePayloadOptions large)
     : fd_(std::move(fd)),
+      side_(std::move(side)),
       reader_(max_frame_size),
       fingerprint_(fingerprint),
-      shm_threshold_(large.threshold),
+      shm_threshold_(side_ ? large.threshold : 0),
       shm_out_(large.limit) {
     std::string hello;
     append_frame(hello, FrameKind::hello, Channel{}, 0.0, encode_hello(fingerprint), max_frame_size);
@@ -30,7 +33,7 @@ Link::Link(UniqueFd fd, std::uint64_t fingerprint, std::size_t max_frame_size, L
     }
 }
 
-std::size_t Link::write_until(std::span<iovec> segments, Deadline deadline, int attach_fd) {
+std::size_t Link::write_until(std::span<iovec> segments, Deadline deadline) {
     std::size_t off = 0;
     while (!segments.empty()) {
         if (segments.front().iov_len == 0) {
@@ -38,9 +41,8 @@ std::size_t Link::write_until(std::span<iovec> segments, Deadline deadline, int 
             continue;
         }
         std::size_t n = 0;
-        switch (send_some(fd_.get(), segments, n, attach_fd)) {
+        switch (send_some(fd_.get(), segments, n, -1)) {
             case SendResult::ok:
-                if (n > 0) attach_fd = -1;  // it went with the first byte
                 off += n;
                 while (n > 0) {
                     iovec& first = segments.front();
@@ -67,14 +69,14 @@ std::size_t Link::write_until(std::span<iovec> segments, Deadline deadline, int 
     return off;
 }
 
-SendOutcome Link::send_segments(std::span<iovec> segments, std::size_t total, Deadline deadline, int attach_fd) {
+SendOutcome Link::send_segments(std::span<iovec> segments, std::size_t total, Deadline deadline) {
     if (!pending_.empty()) {
         iovec rest{pending_.data(), pending_.size()};
-        const std::size_t n = write_until(std::span<iovec>(&rest, 1), deadline, -1);
+        const std::size_t n = write_until(std::span<iovec>(&rest, 1), deadline);
         pending_.erase(0, n);
         if (!pending_.empty()) return SendOutcome::timed_out;
     }
-    const std::size_t n = write_until(segments, deadline, attach_fd);
+    const std::size_t n = write_until(segments, deadline);
     if (n == total) return SendOutcome::sent;
     if (n == 0) return SendOutcome::timed_out;
     // Part of a frame is in the stream: it cannot be taken back, so the rest
@@ -87,7 +89,7 @@ SendOutcome Link::send_segments(std::span<iovec> segments, std::size_t total, De
 
 SendOutcome Link::send(std::string_view frames, Deadline deadline) {
     iovec one{const_cast<char*>(frames.data()), frames.size()};
-    return send_segments(std::span<iovec>(&one, 1), frames.size(), deadline, -1);
+    return send_segments(std::span<iovec>(&one, 1), frames.size(), deadline);
 }
 
 template <class F>
@@ -100,43 +102,62 @@ void Link::for_each_piece(std::size_t from, F&& piece) const {
     piece(out_.data() + from, out_.size() - from);
 }
 
+std::optional<SendOutcome> Link::send_through_slot(std::size_t start, std::size_t payload_start, std::size_t payload,
+                                                   Deadline deadline) {
+    const auto grant = shm_out_.acquire(payload);
+    if (!grant) return std::nullopt;
+    // A slot's first descriptor needs its memfd at the peer: it goes first,
+    // alone in one datagram on the side channel (never with the stream's
+    // bytes, so the stream is read with plain recv()). The side socket is
+    // full only if the peer stopped reading it: then the stream carries this.
+    if (const int memfd = shm_out_.memfd_to_send(grant); memfd >= 0) {
+        char id[4];
+        put_le<std::uint32_t>(id, shm_out_.slot_id(grant));
+        iovec one{id, sizeof id};
+        std::size_t n = 0;
+        if (send_some(side_.get(), std::span<iovec>(&one, 1), n, memfd) != SendResult::ok || n != sizeof id) {
+            shm_out_.abandon(grant);
+            return std::nullopt;
+        }
+        shm_out_.memfd_sent(grant);
+    }
+    // The one copy of the payload: message (and buffer) into the slot.
+    char* dest = grant.data;
+    for_each_piece(payload_start, [&dest](const char* data, std::size_t size) {
+        if (size != 0) std::memcpy(dest, data, size);
+        dest += size;
+    });
+    out_.resize(payload_start);
+    mark_shm_frame(out_, start);
+    const ShmDescriptor d = shm_out_.describe(grant, payload);
+    out_.resize(payload_start + shm_descriptor_size);
+    encode_shm_descriptor(out_.data() + payload_start, d);
+    finish_frame(out_, start, reader_.max_frame_size());
+    iovec one{out_.data(), out_.size()};
+    SendOutcome outcome = SendOutcome::timed_out;
+    try {
+        outcome = send_segments(std::span<iovec>(&one, 1), out_.size(), deadline);
+    } catch (...) {
+        shm_out_.abandon(grant);  // the peer is gone; nothing refers to the slot
+        throw;
+    }
+    if (outcome == SendOutcome::timed_out)
+        shm_out_.abandon(grant);
+    else
+        shm_out_.sent(grant);
+    return outcome;
+}
+
 SendOutcome Link::send_message(std::size_t start, std::size_t payload_start, Deadline deadline) {
     const std::size_t payload = out_.size() - payload_start + gather_.bytes;
     if (shm_threshold_ != 0 && payload >= shm_threshold_ && payload <= reader_.max_frame_size()) {
-        if (const auto grant = shm_out_.acquire(payload)) {
-            // The one copy of the payload: message (and buffer) into the slot.
-            char* dest = grant.data;
-            for_each_piece(payload_start, [&dest](const char* data, std::size_t size) {
-                if (size != 0) std::memcpy(dest, data, size);
-                dest += size;
-            });
-            out_.resize(payload_start);
-            mark_shm_frame(out_, start);
-            int attach_fd = -1;
-            const ShmDescriptor d = shm_out_.describe(grant, payload, attach_fd);
-            out_.resize(payload_start + shm_descriptor_size);
-            encode_shm_descriptor(out_.data() + payload_start, d);
-            finish_frame(out_, start, reader_.max_frame_size());
-            iovec one{out_.data(), out_.size()};
-            SendOutcome outcome = SendOutcome::timed_out;
-            try {
-                outcome = send_segments(std::span<iovec>(&one, 1), out_.size(), deadline, attach_fd);
-            } catch (...) {
-                shm_out_.abandon(grant);  // the peer is gone; nothing refers to the slot
-                throw;
-            }
-            if (outcome == SendOutcome::timed_out)
-                shm_out_.abandon(grant);
-            else
-                shm_out_.sent(grant);
-            return outcome;
-        }
+        if (const auto outcome = send_through_slot(start, payload_start, payload, deadline)) return *outcome;
     }
     finish_frame(out_, start, reader_.max_frame_size(), gather_.bytes);
     if (gather_.runs.empty()) return send(out_, deadline);
     iov_.clear();
     for_each_piece(0, [this](const char* data, std::size_t size) { iov_.push_back({const_cast<char*>(data), size}); });
-    return send_segments(iov_, out_.size() + gather_.bytes, deadline, -1);
+    return send_segments(iov_, out_.size() + gather_.bytes, deadline);
 }
 
 void Link::handle_hello(const FrameView& frame) {
@@ -215,7 +236,8 @@ std::size_t Link::drain(Sink sink, void* context) {
 }
 
 void Link::deliver_shm(Sink sink, void* context, const FrameView& frame) {
-    Bytes payload = shm_in_.resolve(decode_shm_descriptor(frame.payload), reader_.inbox(), reader_.max_frame_size());
+    if (!side_) throw ProtocolError("coproc: shared-memory descriptor on a link without a descriptor channel");
+    Bytes payload = shm_in_.resolve(decode_shm_descriptor(frame.payload), side_.get(), reader_.max_frame_size());
     FrameView view = frame;
     view.payload = payload.view();
     view.shm = false;

@@ -20,15 +20,16 @@
 namespace coproc::detail {
 
 namespace {
+long real_recv(int fd, void* data, std::size_t size, int flags) { return ::recv(fd, data, size, flags); }
 long real_recvmsg(int fd, msghdr* message, int flags) { return ::recvmsg(fd, message, flags); }
 long real_send(int fd, const void* data, std::size_t size, int flags) { return ::send(fd, data, size, flags); }
 long real_sendmsg(int fd, const msghdr* message, int flags) { return ::sendmsg(fd, message, flags); }
 int real_poll(pollfd* fds, unsigned long count, int timeout_ms) { return ::poll(fds, count, timeout_ms); }
-Syscalls g_syscalls{&real_recvmsg, &real_send, &real_sendmsg, &real_poll};
+Syscalls g_syscalls{&real_recv, &real_recvmsg, &real_send, &real_sendmsg, &real_poll};
 }  // namespace
 
 Syscalls& syscalls() noexcept { return g_syscalls; }
-Syscalls real_syscalls() noexcept { return {&real_recvmsg, &real_send, &real_sendmsg, &real_poll}; }
+Syscalls real_syscalls() noexcept { return {&real_recv, &real_recvmsg, &real_send, &real_sendmsg, &real_poll}; }
 void reset_syscalls() noexcept { g_syscalls = real_syscalls(); }
 
 namespace {
@@ -104,11 +105,17 @@ void UniqueFd::close() {
     if (fd >= 0 && ::close(fd) == -1 && errno != EINTR) throw_system_error(errno, "close");
 }
 
-SocketPair make_socketpair() {
+SocketPair make_socketpair(int type) {
     int fds[2];
     // SOCK_CLOEXEC at creation: a fork+exec in another thread cannot inherit them.
-    check_unix(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), "socketpair");
+    check_unix(::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds), "socketpair");
     return {UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+LinkPair make_link_pair() {
+    auto stream = make_socketpair(SOCK_STREAM);
+    auto side = make_socketpair(SOCK_SEQPACKET);
+    return {{std::move(stream.first), std::move(side.first)}, {std::move(stream.second), std::move(side.second)}};
 }
 
 int poll_timeout(Deadline deadline) noexcept {
@@ -177,20 +184,24 @@ void collect_fds(msghdr& message, FdInbox* inbox) {
 
 long recv_with(int fd, void* buffer, std::size_t size, int flags, FdInbox* inbox) {
     for (int resets = 0;; ++resets) {
-        iovec iov{buffer, size};
-        // Room for a few descriptors: a sender attaches at most one per send,
-        // and a read never spans two sends that carry descriptors.
-        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
-        msghdr message{};
-        message.msg_iov = &iov;
-        message.msg_iovlen = 1;
-        message.msg_control = control;
-        message.msg_controllen = sizeof control;
-        const long n = retry_eintr(g_syscalls.recvmsg, fd, &message, flags | MSG_CMSG_CLOEXEC);
-        if (n >= 0) {
-            if (message.msg_controllen != 0) collect_fds(message, inbox);
-            return n;
+        long n = 0;
+        if (inbox == nullptr) {
+            // No descriptors wanted: plain recv, cheaper than recvmsg. Any
+            // the peer attached anyway are closed by the kernel.
+            n = retry_eintr(g_syscalls.recv, fd, buffer, size, flags);
+        } else {
+            iovec iov{buffer, size};
+            // Room for a few descriptors; a sender attaches at most one per send.
+            alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+            msghdr message{};
+            message.msg_iov = &iov;
+            message.msg_iovlen = 1;
+            message.msg_control = control;
+            message.msg_controllen = sizeof control;
+            n = retry_eintr(g_syscalls.recvmsg, fd, &message, flags | MSG_CMSG_CLOEXEC);
+            if (n >= 0 && message.msg_controllen != 0) collect_fds(message, inbox);
         }
+        if (n >= 0) return n;
         if (errno == EAGAIN || errno == EWOULDBLOCK) return -1;
         // A peer that exits with unread data in its own receive queue makes
         // the kernel report ECONNRESET to us once (the error is cleared as it

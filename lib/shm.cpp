@@ -65,7 +65,8 @@ struct ShmSender::Slot {
     char* map = nullptr;
     std::size_t mapped = 0;
     std::uint32_t id = 0;
-    bool announced = false;  // the receiver has the memfd
+    bool memfd_sent = false;  // its datagram is on the side channel
+    bool announced = false;   // a frame naming it went out: the receiver has the memfd
 
     [[nodiscard]] bool busy() const noexcept {
         return std::atomic_ref<std::uint32_t>(busy_flag(map)).load(std::memory_order_acquire) != 0;
@@ -143,16 +144,20 @@ ShmSender::Grant ShmSender::acquire(std::size_t size) noexcept {
     return Grant{best, best->map + shm_slot_header};
 }
 
-ShmDescriptor ShmSender::describe(const Grant& grant, std::size_t size, int& attach_fd) const noexcept {
+int ShmSender::memfd_to_send(const Grant& grant) const noexcept {
+    return grant.slot->memfd_sent ? -1 : grant.slot->fd.get();
+}
+void ShmSender::memfd_sent(const Grant& grant) noexcept { grant.slot->memfd_sent = true; }
+std::uint32_t ShmSender::slot_id(const Grant& grant) const noexcept { return grant.slot->id; }
+
+ShmDescriptor ShmSender::describe(const Grant& grant, std::size_t size) const noexcept {
     ShmDescriptor d;
     d.slot = grant.slot->id;
     d.offset = 0;
     d.length = size;
-    attach_fd = -1;
-    if (!grant.slot->announced) {
-        d.flags = shm_carries_fd;
-        attach_fd = grant.slot->fd.get();
-    }
+    // Until a frame naming the slot went out, each one says so: the first
+    // that arrives makes the receiver take the memfd from the side channel.
+    if (!grant.slot->announced) d.flags = shm_carries_fd;
     return d;
 }
 
@@ -184,25 +189,41 @@ ShmReceiver::~ShmReceiver() = default;
 ShmReceiver::ShmReceiver(ShmReceiver&&) noexcept = default;
 ShmReceiver& ShmReceiver::operator=(ShmReceiver&&) noexcept = default;
 
-Bytes ShmReceiver::resolve(const ShmDescriptor& d, FdInbox& inbox, std::size_t max_length) {
+UniqueFd ShmReceiver::take_memfd(std::uint32_t id, int side_fd) {
+    if (early_.size() < max_slots) early_.resize(max_slots);
+    while (!early_[id]) {
+        char datagram[8];
+        FdInbox fds;
+        const long n = recv_some(side_fd, datagram, sizeof datagram, &fds);
+        if (n <= 0) throw ProtocolError("coproc: shared-memory descriptor without its file descriptor");
+        const auto named = get_le<std::uint32_t>(datagram);
+        if (n != 4 || fds.size() != 1 || named >= max_slots || early_[named])
+            throw ProtocolError("coproc: malformed datagram on the descriptor channel");
+        early_[named] = std::move(fds.front());
+    }
+    return std::move(early_[id]);
+}
+
+Bytes ShmReceiver::resolve(const ShmDescriptor& d, int side_fd, std::size_t max_length) {
     if (d.length > max_length)
         throw ProtocolError("coproc: shared-memory payload of " + std::to_string(d.length) +
                             " bytes exceeds the maximum frame size of " + std::to_string(max_length));
     if (d.slot >= max_slots) throw ProtocolError("coproc: shared-memory slot id out of range");
     if (slots_.size() <= d.slot) slots_.resize(d.slot + 1);
     auto& slot = slots_[d.slot];
+    // The sender flags frames naming a new slot until one of them went out,
+    // so exactly one flagged frame arrives per slot.
     if ((d.flags & shm_carries_fd) != 0) {
         if (slot) throw ProtocolError("coproc: shared-memory slot announced twice");
-        if (inbox.empty()) throw ProtocolError("coproc: shared-memory descriptor without its file descriptor");
-        slot = std::make_unique<Mapping>();
-        slot->fd = std::move(inbox.front());
-        inbox.pop_front();
+        auto mapping = std::make_unique<Mapping>();
+        mapping->fd = take_memfd(d.slot, side_fd);
         // Only a memfd sealed against shrinking is safe to read: otherwise
         // the peer could truncate it under us and our reads would fault.
-        const int seals = ::fcntl(slot->fd.get(), F_GET_SEALS);
+        const int seals = ::fcntl(mapping->fd.get(), F_GET_SEALS);
         if (seals < 0 || (seals & F_SEAL_SHRINK) == 0)
             throw ProtocolError("coproc: shared-memory slot is not a memfd sealed against shrinking");
-        slot->registration = FdRegistration(slot->fd.get());
+        mapping->registration = FdRegistration(mapping->fd.get());
+        slot = std::move(mapping);
     }
     if (!slot) throw ProtocolError("coproc: shared-memory descriptor names an unknown slot");
     const std::uint64_t end = shm_slot_header + d.offset + d.length;

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <coproc/coproc.hpp>
+#include <coproc/detail/endian.hpp>
 #include <coproc/detail/frame.hpp>
 #include <coproc/detail/shm.hpp>
 
@@ -235,15 +236,17 @@ namespace {
 
 using Target = coproc::MultiMessenger<std::string>;
 
-// The raw end of a socketpair whose other end is a messenger: it says hello
+// The raw ends of a link whose other end is a messenger: it says hello
 // correctly, then sends whatever a test crafts.
 struct RawPeer {
     detail::UniqueFd raw;
+    detail::UniqueFd side;
     Target messenger;
 
-    static RawPeer make() {
-        auto sockets = detail::make_socketpair();
-        RawPeer p{std::move(sockets.first), Target(std::move(sockets.second))};
+    static RawPeer make(bool with_side = true) {
+        auto ends = detail::make_link_pair();
+        if (!with_side) ends.second.side.reset();
+        RawPeer p{std::move(ends.first.stream), std::move(ends.first.side), Target(std::move(ends.second))};
         std::string hello;
         detail::append_frame(hello, detail::FrameKind::hello, Channel{}, 0.0,
                              detail::encode_hello(detail::fnv1a(typeid(std::string).name())), detail::default_max_frame_size);
@@ -251,15 +254,25 @@ struct RawPeer {
         return p;
     }
 
-    // The frame (and `fd`, if >= 0) in one send, through the posix layer.
-    void send(const std::string& bytes, int fd) const {
+    // `bytes` (and `fd`, if >= 0) in one send on `socket`, through the posix layer.
+    static void send_on(int socket, const std::string& bytes, int fd) {
         const iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
         std::size_t sent = 0;
-        REQUIRE(detail::send_some(raw.get(), std::span<const iovec>(&iov, 1), sent, fd) == detail::SendResult::ok);
+        REQUIRE(detail::send_some(socket, std::span<const iovec>(&iov, 1), sent, fd) == detail::SendResult::ok);
         REQUIRE(sent == bytes.size());
     }
+    void send(const std::string& bytes, int fd) const { send_on(raw.get(), bytes, fd); }
 
+    // A side-channel datagram: the slot id with `fd` attached.
+    void send_memfd(std::uint32_t slot, int fd) const {
+        std::string id(4, '\0');
+        detail::put_le<std::uint32_t>(id.data(), slot);
+        send_on(side.get(), id, fd);
+    }
+
+    // The descriptor frame, after the memfd's datagram if `fd` >= 0.
     void send_descriptor(const detail::ShmDescriptor& d, int fd) const {
+        if (fd >= 0) send_memfd(d.slot, fd);
         std::string frame;
         const std::size_t start = detail::begin_frame(frame, detail::FrameKind::data, Channel{}, 0.0);
         detail::mark_shm_frame(frame, start);
@@ -267,7 +280,7 @@ struct RawPeer {
         frame.resize(at + detail::shm_descriptor_size);
         detail::encode_shm_descriptor(frame.data() + at, d);
         detail::finish_frame(frame, start, detail::default_max_frame_size);
-        send(frame, fd);
+        send(frame, -1);
     }
 };
 
@@ -304,8 +317,60 @@ TEST_CASE("a well-formed foreign descriptor is read, then bad ones are ProtocolE
         p.send_descriptor(good, again.get());
         CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
     }
-    SECTION("no descriptor attached") {
+    SECTION("no memfd on the side channel") {
         auto p = RawPeer::make();
+        p.send_descriptor(good, -1);
+        CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
+    }
+    SECTION("the memfd attached to the stream instead (the kernel drops it)") {
+        const auto fds_before = coproc::test::open_fds();
+        {
+            auto p = RawPeer::make();
+            const auto slot = make_slot(4096, true);
+            std::string frame;
+            const std::size_t start = detail::begin_frame(frame, detail::FrameKind::data, Channel{}, 0.0);
+            detail::mark_shm_frame(frame, start);
+            const std::size_t at = frame.size();
+            frame.resize(at + detail::shm_descriptor_size);
+            detail::encode_shm_descriptor(frame.data() + at, good);
+            detail::finish_frame(frame, start, detail::default_max_frame_size);
+            p.send(frame, slot.get());
+            CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
+        }
+        CHECK(coproc::test::open_fds() == fds_before);
+    }
+    SECTION("a memfd for another slot only") {
+        auto p = RawPeer::make();
+        const auto slot = make_slot(4096, true);
+        p.send_memfd(1, slot.get());
+        p.send_descriptor(good, -1);
+        CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
+    }
+    SECTION("a memfd that came early for a later slot is kept for it") {
+        auto p = RawPeer::make();
+        const auto first = make_slot(4096, true);
+        const auto second = make_slot(4096, true);
+        p.send_memfd(1, second.get());
+        p.send_descriptor(good, first.get());
+        CHECK(p.messenger.receive_blocking(5s) == "hi");
+        p.send_descriptor({1, detail::shm_carries_fd, 0, encoded.size()}, -1);
+        CHECK(p.messenger.receive_blocking(5s) == "hi");
+    }
+    SECTION("a side-channel datagram of the wrong size") {
+        auto p = RawPeer::make();
+        const auto slot = make_slot(4096, true);
+        RawPeer::send_on(p.side.get(), std::string(7, '\0'), slot.get());
+        p.send_descriptor(good, -1);
+        CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
+    }
+    SECTION("a side-channel datagram without a memfd") {
+        auto p = RawPeer::make();
+        p.send_memfd(0, -1);
+        p.send_descriptor(good, -1);
+        CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
+    }
+    SECTION("a descriptor to a messenger built without a side channel") {
+        auto p = RawPeer::make(false);
         p.send_descriptor(good, -1);
         CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
     }

@@ -26,14 +26,35 @@ namespace {
 
 std::atomic<unsigned> g_calls{0};
 
+// The side channel is SOCK_SEQPACKET: the kernel never cuts its datagrams,
+// and one the sender has written is there, so the fakes only interrupt it.
+bool is_seqpacket(int fd) {
+    int type = 0;
+    socklen_t len = sizeof type;
+    return ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_SEQPACKET;
+}
+
 // Every third call fails with EINTR, every fifth recv with EAGAIN; transfers
 // are cut to a few bytes.
-long flaky_recv(int fd, msghdr* message, int flags) {
+long flaky_recv(int fd, void* data, std::size_t size, int flags) {
     const unsigned n = g_calls.fetch_add(1);
     if (n % 3 == 0) {
         errno = EINTR;
         return -1;
     }
+    if (n % 5 == 0) {
+        errno = EAGAIN;
+        return -1;
+    }
+    return coproc::detail::real_syscalls().recv(fd, data, std::min<std::size_t>(size, 1 + n % 7), flags);
+}
+long flaky_recvmsg(int fd, msghdr* message, int flags) {
+    const unsigned n = g_calls.fetch_add(1);
+    if (n % 3 == 0) {
+        errno = EINTR;
+        return -1;
+    }
+    if (is_seqpacket(fd)) return coproc::detail::real_syscalls().recvmsg(fd, message, flags);
     if (n % 5 == 0) {
         errno = EAGAIN;
         return -1;
@@ -63,6 +84,7 @@ long flaky_sendmsg(int fd, const msghdr* message, int flags) {
         errno = EINTR;
         return -1;
     }
+    if (is_seqpacket(fd)) return coproc::detail::real_syscalls().sendmsg(fd, message, flags);
     // A short write: part of the first non-empty segment (with any attached fd).
     std::size_t i = 0;
     while (i + 1 < message->msg_iovlen && message->msg_iov[i].iov_len == 0) ++i;
@@ -82,7 +104,7 @@ int flaky_poll(pollfd* fds, unsigned long count, int timeout_ms) {
 }
 
 struct FlakySyscalls {
-    FlakySyscalls() { coproc::detail::syscalls() = {&flaky_recv, &flaky_send, &flaky_sendmsg, &flaky_poll}; }
+    FlakySyscalls() { coproc::detail::syscalls() = {&flaky_recv, &flaky_recvmsg, &flaky_send, &flaky_sendmsg, &flaky_poll}; }
     ~FlakySyscalls() { coproc::detail::reset_syscalls(); }
 };
 

@@ -90,15 +90,20 @@ public:
 
     /// A connected pair in this process (for tests and for threads). Throws SystemError.
     [[nodiscard]] static Pair new_pair(MessengerOptions messenger_options = {}) {
-        auto sockets = detail::make_socketpair();
-        return Pair{BasicMessenger(std::move(sockets.first), messenger_options), BasicMessenger(std::move(sockets.second), messenger_options)};
+        auto ends = detail::make_link_pair();
+        return Pair{BasicMessenger(std::move(ends.first), messenger_options), BasicMessenger(std::move(ends.second), messenger_options)};
     }
 
-    /// Takes a connected stream socket and sends the startup hello frame.
-    /// Used by WorkerResource; rarely needed directly.
-    explicit BasicMessenger(detail::UniqueFd fd, MessengerOptions messenger_options = {})
-        : link_(std::move(fd), detail::fnv1a(typeid(Msg).name()), messenger_options.max_frame_size,
+    /// Takes one end of a link (detail::make_link_pair) and sends the startup
+    /// hello frame. Used by WorkerResource; rarely needed directly.
+    explicit BasicMessenger(detail::LinkEnd end, MessengerOptions messenger_options = {})
+        : link_(std::move(end.stream), std::move(end.side), detail::fnv1a(typeid(Msg).name()),
+                messenger_options.max_frame_size,
                 {messenger_options.shared_memory_threshold, messenger_options.shared_memory_limit}) {}
+    /// A bare connected stream socket: the same, without the shared-memory
+    /// path (large payloads go through the socket; so must the peer's).
+    explicit BasicMessenger(detail::UniqueFd fd, MessengerOptions messenger_options = {})
+        : BasicMessenger(detail::LinkEnd{std::move(fd), {}}, messenger_options) {}
 
     BasicMessenger(BasicMessenger&&) noexcept = default;
     BasicMessenger& operator=(BasicMessenger&& other) noexcept {

@@ -96,6 +96,7 @@ public:
             options_ = other.options_;
             child_ = std::move(other.child_);
             registration_ = std::move(other.registration_);
+            side_registration_ = std::move(other.side_registration_);
             messenger_ = std::move(other.messenger_);
         }
         return *this;
@@ -143,6 +144,7 @@ private:
     struct ChildContext {
         Call* call;
         MessengerOptions options;
+        int side_fd;  // the child's end of the link's descriptor channel
     };
 
     // The child's whole life: build its messenger, run the target, report an
@@ -155,7 +157,8 @@ private:
             // Workers this worker starts must not inherit its channel: they
             // would keep the host from seeing EOF when this worker dies.
             const detail::FdRegistration own_channel(fd);
-            Messenger m(detail::UniqueFd(fd), ctx.options);
+            const detail::FdRegistration own_side(ctx.side_fd);
+            Messenger m(detail::LinkEnd{detail::UniqueFd(fd), detail::UniqueFd(ctx.side_fd)}, ctx.options);
             try {
                 code = (*ctx.call)(m);
             } catch (const ResourceRequestedClose&) {
@@ -177,13 +180,14 @@ private:
 
     template <class Call>
     void start(Call& call) {
-        auto sockets = detail::make_socketpair();
-        registration_ = detail::FdRegistration(sockets.first.get());
-        ChildContext<Call> ctx{&call, options_.messenger};
-        child_ = detail::ChildProcess::fork(sockets.second.get(), options_.parent_death_signal, &child_main<Call>, &ctx);
-        sockets.second.reset();  // the child's end lives only in the child
+        auto ends = detail::make_link_pair();
+        registration_ = detail::FdRegistration(ends.first.stream.get());
+        side_registration_ = detail::FdRegistration(ends.first.side.get());
+        ChildContext<Call> ctx{&call, options_.messenger, ends.second.side.get()};
+        child_ = detail::ChildProcess::fork(ends.second.stream.get(), options_.parent_death_signal, &child_main<Call>, &ctx);
+        ends.second = {};  // the child's end lives only in the child
         try {
-            messenger_.emplace(std::move(sockets.first), options_.messenger);
+            messenger_.emplace(std::move(ends.first), options_.messenger);
             messenger_->link().set_watch(child_.get());
             if (messenger_->link().await_hello(detail::deadline_after(options_.start_timeout))) return;
         } catch (const ChannelClosed&) {
@@ -224,13 +228,15 @@ private:
             (void)child_->kill_and_reap();
         }
         registration_.reset();
+        side_registration_.reset();
         messenger_.reset();
         child_.reset();
     }
 
     WorkerOptions options_;
     std::unique_ptr<detail::ChildProcess> child_;  // declared first: outlives the messenger's watch pointer
-    detail::FdRegistration registration_;
+    detail::FdRegistration registration_;       // the host's stream and side ends: workers
+    detail::FdRegistration side_registration_;  // forked later close them
     std::optional<Messenger> messenger_;
 };
 

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 namespace coproc::detail {
@@ -111,8 +112,22 @@ struct SocketPair {
     UniqueFd second;
 };
 
-/// AF_UNIX SOCK_STREAM pair, both ends CLOEXEC from creation. Throws SystemError.
-[[nodiscard]] SocketPair make_socketpair();
+/// AF_UNIX pair of `type` (SOCK_STREAM, SOCK_SEQPACKET), both ends CLOEXEC
+/// from creation. Throws SystemError.
+[[nodiscard]] SocketPair make_socketpair(int type = SOCK_STREAM);
+
+/// One end of a messenger link: its stream socket and its descriptor side
+/// channel (SOCK_SEQPACKET; carries the memfds of shared-memory slots).
+struct LinkEnd {
+    UniqueFd stream;
+    UniqueFd side;
+};
+struct LinkPair {
+    LinkEnd first;
+    LinkEnd second;
+};
+/// Both ends of a new link. Throws SystemError.
+[[nodiscard]] LinkPair make_link_pair();
 
 /// Readiness bits returned by wait_readable.
 enum : unsigned { ready_none = 0, ready_fd = 1, ready_extra = 2 };
@@ -136,7 +151,8 @@ using FdInbox = std::deque<UniqueFd>;
 
 /// One non-blocking recv. Returns bytes read (> 0), 0 at end of stream (EOF or
 /// connection reset), or -1 when nothing is readable now. Descriptors that
-/// arrive with the bytes go to `inbox` (closed if it is null). Throws
+/// arrive with the bytes go to `inbox`; with a null inbox it is a plain
+/// recv() and the kernel closes any descriptors that came. Throws
 /// SystemError; ProtocolError if the kernel had to drop descriptors.
 [[nodiscard]] long recv_some(int fd, void* buffer, std::size_t size, FdInbox* inbox = nullptr);
 

@@ -38,7 +38,7 @@ enum class FrameKind : std::uint8_t { hello = 1, data = 2, request = 3, reply = 
 
 inline constexpr std::size_t frame_header_size = 32;
 inline constexpr std::uint8_t frame_magic = 0xC5;
-inline constexpr std::uint32_t protocol_version = 2;
+inline constexpr std::uint32_t protocol_version = 3;
 inline constexpr std::uint8_t frame_flag_shm = 1;
 /// Default largest frame (header excluded) a reader accepts: 256 MiB.
 inline constexpr std::size_t default_max_frame_size = std::size_t{256} << 20;
@@ -126,8 +126,6 @@ public:
     /// Bytes received but not yet returned by next().
     [[nodiscard]] std::size_t buffered() const noexcept { return end_ - begin_ + (direct_ ? large_filled_ : 0); }
     [[nodiscard]] std::size_t max_frame_size() const noexcept { return max_frame_; }
-    /// Descriptors that arrived with the bytes read so far (SCM_RIGHTS).
-    [[nodiscard]] FdInbox& inbox() noexcept { return inbox_; }
 
 private:
     // Makes room for at least `want` more bytes after end_.
@@ -151,7 +149,6 @@ private:
     std::uint64_t large_chan_int_ = 0;
     std::size_t large_name_len_ = 0;
     Bytes spare_;  // a recycled large-frame buffer
-    FdInbox inbox_;
     bool last_short_ = false;
 };
 

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -54,9 +55,13 @@ struct LargePayloadOptions {
 
 class Link {
 public:
-    /// Takes the connected socket and sends the hello frame (a peer already
-    /// gone is not an error here: what it sent stays readable). Throws SystemError.
-    Link(UniqueFd fd, std::uint64_t fingerprint, std::size_t max_frame_size, LargePayloadOptions large = {});
+    /// Takes the connected stream socket and sends the hello frame (a peer
+    /// already gone is not an error here: what it sent stays readable).
+    /// `side`: the link's descriptor channel (see make_link_sockets), or an
+    /// empty fd: then no payload goes through shared memory, and a peer's
+    /// shared-memory descriptor is a ProtocolError. Throws SystemError.
+    Link(UniqueFd fd, UniqueFd side, std::uint64_t fingerprint, std::size_t max_frame_size,
+         LargePayloadOptions large = {});
 
     [[nodiscard]] int fd() const noexcept { return fd_.get(); }
     [[nodiscard]] std::size_t max_frame_size() const noexcept { return reader_.max_frame_size(); }
@@ -127,9 +132,12 @@ public:
 private:
     void handle_hello(const FrameView& frame);
     // Writes the segments in order (consuming them); returns how many bytes
-    // were written before the deadline. `attach_fd` goes with the first byte.
-    std::size_t write_until(std::span<iovec> segments, Deadline deadline, int attach_fd);
-    SendOutcome send_segments(std::span<iovec> segments, std::size_t total, Deadline deadline, int attach_fd);
+    // were written before the deadline.
+    std::size_t write_until(std::span<iovec> segments, Deadline deadline);
+    SendOutcome send_segments(std::span<iovec> segments, std::size_t total, Deadline deadline);
+    // Sends through a slot if one is free; nullopt if the socket must carry it.
+    std::optional<SendOutcome> send_through_slot(std::size_t start, std::size_t payload_start, std::size_t payload,
+                                                 Deadline deadline);
     // Calls piece(data, size) for out_'s bytes from `from` on, with gather_'s
     // runs in their places, in order (empty pieces included).
     template <class F>
@@ -138,6 +146,7 @@ private:
     void deliver_shm(Sink sink, void* context, const FrameView& frame);
 
     UniqueFd fd_;
+    UniqueFd side_;  // SOCK_SEQPACKET: slots' memfds, one per datagram (see shm.hpp)
     FrameReader reader_;
     std::uint64_t fingerprint_;
     PeerWatch* watch_ = nullptr;

@@ -4,8 +4,11 @@
 // Each sending side owns a few "slots": a memfd (sealed against shrinking)
 // mapped once and kept. To send, the sender takes a free slot, writes the
 // encoded payload into it and sends a small descriptor frame (slot, offset,
-// length). The first frame that names a slot carries its memfd with
-// SCM_RIGHTS; the receiver maps it once and keeps it. The receiver queues the
+// length). A slot's memfd travels once, before the first frame that names
+// the slot, with SCM_RIGHTS in a datagram of its own on the link's side
+// channel (a SOCK_SEQPACKET pair made with the stream): the stream itself
+// never carries descriptors, so it is read with plain recv(). The receiver
+// maps the memfd once and keeps it. The receiver queues the
 // descriptor (no copy), decodes straight from the mapping when the message is
 // popped, then marks the slot free with one atomic store in the slot's
 // header, which the sender reads before reusing it. No system call per
@@ -28,8 +31,10 @@
 namespace coproc::detail {
 
 /// Descriptor payload of a frame whose payload lives in a slot: u32 slot id,
-/// u32 flags (bit 0: this frame carries the slot's memfd), u64 offset of the
-/// payload in the slot's data area, u64 length. Little-endian.
+/// u32 flags (bit 0: the slot is new to the receiver, its memfd is on the
+/// side channel), u64 offset of the payload in the slot's data area, u64
+/// length. Little-endian. A side-channel datagram is the u32 slot id with the
+/// memfd attached.
 inline constexpr std::size_t shm_descriptor_size = 24;
 inline constexpr std::uint32_t shm_carries_fd = 1;
 
@@ -71,9 +76,13 @@ public:
     /// shared memory is unavailable (then the caller uses the socket). Never
     /// blocks on the receiver. Marks the slot busy.
     [[nodiscard]] Grant acquire(std::size_t size) noexcept;
-    /// The descriptor for a granted payload of `size` bytes, and the memfd to
-    /// attach to the frame (-1 once the receiver has it).
-    [[nodiscard]] ShmDescriptor describe(const Grant& grant, std::size_t size, int& attach_fd) const noexcept;
+    /// The slot's memfd if it has not been sent on the side channel yet, else -1.
+    [[nodiscard]] int memfd_to_send(const Grant& grant) const noexcept;
+    /// The memfd went out on the side channel.
+    void memfd_sent(const Grant& grant) noexcept;
+    [[nodiscard]] std::uint32_t slot_id(const Grant& grant) const noexcept;
+    /// The descriptor for a granted payload of `size` bytes.
+    [[nodiscard]] ShmDescriptor describe(const Grant& grant, std::size_t size) const noexcept;
     /// The descriptor's frame went out (at least its first byte).
     void sent(const Grant& grant) noexcept;
     /// The descriptor's frame was not sent at all: the slot is free again.
@@ -97,16 +106,21 @@ public:
     ~ShmReceiver();
 
     /// Resolves a descriptor to its payload as a borrowed buffer that frees
-    /// the slot when it is destroyed. Takes the slot's memfd from `inbox`
-    /// when the descriptor says it carries one. Throws ProtocolError on a
-    /// descriptor that does not match what the peer sent (unknown slot, a
-    /// range outside it, a missing or unsealed memfd), SystemError if mapping
-    /// fails.
-    [[nodiscard]] Bytes resolve(const ShmDescriptor& descriptor, FdInbox& inbox, std::size_t max_length);
+    /// the slot when it is destroyed. Reads the slot's memfd from `side_fd`
+    /// (never blocks: the sender wrote it before the frame) when the
+    /// descriptor announces a new slot. Throws ProtocolError on a descriptor
+    /// that does not match what the peer sent (unknown slot, a range outside
+    /// it, a missing or unsealed memfd), SystemError if mapping fails.
+    [[nodiscard]] Bytes resolve(const ShmDescriptor& descriptor, int side_fd, std::size_t max_length);
 
 private:
     struct Mapping;
+    // The memfd of slot `id`, from the side channel. Datagrams for other
+    // slots read on the way (their frame was given up, or is still to come)
+    // wait in early_.
+    UniqueFd take_memfd(std::uint32_t id, int side_fd);
     std::vector<std::unique_ptr<Mapping>> slots_;  // by slot id
+    std::vector<UniqueFd> early_;                  // by slot id
 };
 
 }  // namespace coproc::detail

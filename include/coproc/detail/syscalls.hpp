@@ -15,6 +15,7 @@ struct msghdr;
 namespace coproc::detail {
 
 struct Syscalls {
+    long (*recv)(int fd, void* data, std::size_t size, int flags);
     long (*recvmsg)(int fd, ::msghdr* message, int flags);
     long (*send)(int fd, const void* data, std::size_t size, int flags);
     long (*sendmsg)(int fd, const ::msghdr* message, int flags);
