@@ -249,6 +249,27 @@ void BM_coproc_large(benchmark::State& state) {
     state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * size));
 }
 
+// The same with Blob messages: the receiver gets a view of the sender's
+// shared-memory slot (no copy out), and the sender's one copy is into the slot.
+void blob_sink(coproc::PriorityMessenger<coproc::Blob>& m) {
+    for (;;) {
+        const coproc::Blob b = m.receive_blocking();
+        m.send_reply(coproc::Blob::copy_of(b.empty() ? "e" : "k"));
+    }
+}
+
+void BM_coproc_large_blob(benchmark::State& state) {
+    const auto size = static_cast<std::size_t>(state.range(0));
+    coproc::WorkerResource<coproc::PriorityMessenger<coproc::Blob>> w(blob_sink);
+    auto& m = w.messenger();
+    const coproc::Blob payload = coproc::Blob::copy_of(std::string(size, 'x'));
+    for (auto _ : state) {
+        m.send_request(payload);
+        benchmark::DoNotOptimize(m.receive_blocking());
+    }
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * size));
+}
+
 void BM_coproc_spawn(benchmark::State& state) {
     for (auto _ : state) {
         coproc::WorkerResource<coproc::MultiMessenger<int>> w([](coproc::MultiMessenger<int>&) {});
@@ -414,6 +435,7 @@ BENCHMARK(BM_coproc_stream64_batch)->UseRealTime();
 // Payload sweep 16 B ... 16 MiB (one-way message + 1-byte acknowledgement).
 BENCHMARK(BM_raw_large)->RangeMultiplier(16)->Range(16, 16 << 20)->UseRealTime();
 BENCHMARK(BM_coproc_large)->RangeMultiplier(16)->Range(16, 16 << 20)->UseRealTime();
+BENCHMARK(BM_coproc_large_blob)->Arg(1 << 20)->Arg(16 << 20)->UseRealTime();
 BENCHMARK(BM_coproc_rtt_latency)->UseRealTime();
 BENCHMARK(BM_raw_fork_waitpid)->UseRealTime();
 BENCHMARK(BM_coproc_spawn)->UseRealTime();

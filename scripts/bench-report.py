@@ -54,6 +54,9 @@ result = {
     "rtt_vs_boost_mq": ns("BM_boost_mq_rtt") / ns("BM_coproc_rtt_priority"),
     "large1m_ratio": bps("BM_coproc_large/1048576") / bps("BM_raw_large/1048576"),
     "large16m_ratio": bps("BM_coproc_large/16777216") / bps("BM_raw_large/16777216"),
+    # The same payloads as coproc::Blob messages (received without a copy).
+    "large1m_blob_ratio": bps("BM_coproc_large_blob/1048576") / bps("BM_raw_large/1048576"),
+    "large16m_blob_ratio": bps("BM_coproc_large_blob/16777216") / bps("BM_raw_large/16777216"),
     "spawn_ratio": ns("BM_coproc_spawn") / ns("BM_raw_fork_waitpid"),
     "rounds": len(runs["BM_raw_rtt"]),
 }

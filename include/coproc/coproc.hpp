@@ -1,6 +1,7 @@
 // coproc/coproc.hpp — the umbrella header: includes every public part.
 #pragma once
 
+#include "coproc/blob.hpp"
 #include "coproc/bus.hpp"
 #include "coproc/channel.hpp"
 #include "coproc/codec.hpp"

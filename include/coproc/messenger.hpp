@@ -37,6 +37,7 @@
 
 #include <fmt/format.h>
 
+#include "coproc/blob.hpp"
 #include "coproc/channel.hpp"
 #include "coproc/codec.hpp"
 #include "coproc/detail/fd.hpp"
@@ -243,6 +244,12 @@ public:
             const Channel& channel;
             ~PopOnExit() { queue.pop(channel); }
         } pop_on_exit{queue_, channel};
+        if constexpr (std::is_same_v<Msg, Blob>) {
+            // The payload stays where it is (shared memory or its read buffer).
+            Blob blob = detail::adopt_blob(std::move(frame.bytes), frame.offset);
+            ctr_.count_received(channel, frame.is_reply);
+            return blob;
+        }
         Msg message = decode<Msg>(frame.payload());
         ctr_.count_received(channel, frame.is_reply);
         if (frame.bytes.heap_capacity() > detail::direct_read_threshold) link_.recycle(std::move(frame.bytes));

@@ -46,6 +46,7 @@ public:
         return b;
     }
     [[nodiscard]] std::size_t heap_capacity() const noexcept { return heap_ ? capacity_ : 0; }
+    [[nodiscard]] bool is_borrowed() const noexcept { return borrowed_ != nullptr; }
     /// Copies `s` into an empty inline buffer. Requires s.size() <= inline_capacity.
     void assign_inline(std::string_view s) noexcept {
         size_ = s.size();
