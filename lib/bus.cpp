@@ -13,6 +13,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include <pthread.h>
+
 #include <fmt/format.h>
 #include <zmq.hpp>
 
@@ -107,6 +109,7 @@ struct PublisherState {
     }
 
     void run() {
+        (void)::pthread_setname_np(::pthread_self(), "coproc-bus-pub");  // for top, perf, gdb
         auto& sock = *socket;
         Frames batch;
         bool done = false;
