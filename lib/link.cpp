@@ -115,7 +115,13 @@ std::optional<SendOutcome> Link::send_through_slot(std::size_t start, std::size_
         put_le<std::uint32_t>(id, shm_out_.slot_id(grant));
         iovec one{id, sizeof id};
         std::size_t n = 0;
-        if (send_some(side_.get(), std::span<iovec>(&one, 1), n, memfd) != SendResult::ok || n != sizeof id) {
+        SendResult result = SendResult::would_block;
+        try {
+            result = send_some(side_.get(), std::span<iovec>(&one, 1), n, memfd);
+        } catch (const SystemError&) {
+            // (ETOOMANYREFS, ENOBUFS...): the socket carries this payload.
+        }
+        if (result != SendResult::ok || n != sizeof id) {
             shm_out_.abandon(grant);
             return std::nullopt;
         }

@@ -430,3 +430,15 @@ TEST_CASE("a well-formed foreign descriptor is read, then bad ones are ProtocolE
         CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
     }
 }
+
+TEST_CASE("a peer whose side channel is closed gets large payloads through the socket", "[shm]") {
+    auto ends = detail::make_link_pair();
+    ends.second.side.reset();  // the receiver dropped its side end: the sender's datagram fails (EPIPE)
+    Target sender(std::move(ends.first), small_threshold());
+    Target receiver(std::move(ends.second), small_threshold());
+    const std::string big = pattern(100 * 1024, 3);
+    sender.send_norequest(big);
+    CHECK(receiver.receive_blocking(5s) == big);
+    sender.send_norequest(big);  // the slot is still unknown to the peer: the socket again
+    CHECK(receiver.receive_blocking(5s) == big);
+}
