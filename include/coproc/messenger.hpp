@@ -207,7 +207,19 @@ public:
         std::vector<Msg> out;
         const std::size_t n = queue_.size(channel);
         out.reserve(n);
-        for (std::size_t i = 0; i < n; ++i) out.push_back(pop_from_queue(channel));
+        // One queue lookup and one counter update for the whole batch (a
+        // frame that does not decode is consumed, not counted, as in pop_from_queue).
+        struct CountOnExit {
+            RequestCtr& ctr;
+            const Channel& channel;
+            std::uint64_t taken = 0, replies = 0;
+            ~CountOnExit() { ctr.count_received(channel, taken, replies); }
+        } count{ctr_, channel};
+        queue_.consume(channel, n, [&](detail::QueuedFrame& frame) {
+            out.push_back(take(frame));
+            ++count.taken;
+            count.replies += frame.is_reply ? 1 : 0;
+        });
         return out;
     }
 
@@ -244,15 +256,8 @@ public:
             const Channel& channel;
             ~PopOnExit() { queue.pop(channel); }
         } pop_on_exit{queue_, channel};
-        if constexpr (std::is_same_v<Msg, Blob>) {
-            // The payload stays where it is (shared memory or its read buffer).
-            Blob blob = detail::adopt_blob(std::move(frame.bytes), frame.offset);
-            ctr_.count_received(channel, frame.is_reply);
-            return blob;
-        }
-        Msg message = decode<Msg>(frame.payload());
+        Msg message = take(frame);
         ctr_.count_received(channel, frame.is_reply);
-        if (frame.bytes.heap_capacity() > detail::direct_read_threshold) link_.recycle(std::move(frame.bytes));
         return message;
     }
 
@@ -271,6 +276,18 @@ public:
     [[nodiscard]] detail::Link& link() noexcept { return link_; }
 
 private:
+    // Decodes a queued frame (a Blob adopts its bytes instead); the caller pops it.
+    Msg take(detail::QueuedFrame& frame) {
+        if constexpr (std::is_same_v<Msg, Blob>) {
+            // The payload stays where it is (shared memory or its read buffer).
+            return detail::adopt_blob(std::move(frame.bytes), frame.offset);
+        } else {
+            Msg message = decode<Msg>(frame.payload());
+            if (frame.bytes.heap_capacity() > detail::direct_read_threshold) link_.recycle(std::move(frame.bytes));
+            return message;
+        }
+    }
+
     static void enqueue(void* self, const detail::FrameView& frame) {
         auto& queue = static_cast<BasicMessenger*>(self)->queue_;
         const bool is_reply = frame.kind == detail::FrameKind::reply;

@@ -184,6 +184,21 @@ public:
     [[nodiscard]] T& front(const Channel& channel = {}) { return nonempty(channel).front(); }
     /// Removes the channel's first item. Throws std::out_of_range if the channel is empty.
     void pop(const Channel& channel = {}) { nonempty(channel).pop_front(); }
+    /// Calls f(item) for each of the channel's first `n` items (at most its
+    /// size), in order, removing each after its call, even if f throws. One
+    /// channel lookup for all of them.
+    template <class F>
+    void consume(const Channel& channel, std::size_t n, F&& f) {
+        auto* q = queues_.find(channel);
+        if (q == nullptr) return;
+        for (n = std::min(n, q->size()); n > 0; --n) {
+            struct PopOnExit {
+                detail::Ring<T>& ring;
+                ~PopOnExit() { ring.pop_front(); }
+            } pop_on_exit{*q};
+            f(q->front());
+        }
+    }
     [[nodiscard]] std::size_t size(const Channel& channel = {}) const { return queues_.size(channel); }
     [[nodiscard]] bool empty(const Channel& channel = {}) const { return size(channel) == 0; }
     /// Items queued on all channels.
@@ -221,6 +236,19 @@ public:
     [[nodiscard]] T& front(const Channel& channel = {}) { return queue_of(channel).front(); }
     /// Removes the channel's first item. Throws std::out_of_range if the channel is empty.
     void pop(const Channel& channel = {}) { queue_of(channel).pop(); }
+    /// As MultiQueue::consume, in priority order.
+    template <class F>
+    void consume(const Channel& channel, std::size_t n, F&& f) {
+        auto* q = queues_.find(channel);
+        if (q == nullptr) return;
+        for (n = std::min(n, q->size()); n > 0; --n) {
+            struct PopOnExit {
+                PriorityQueue<T>& queue;
+                ~PopOnExit() { queue.pop(); }
+            } pop_on_exit{*q};
+            f(q->front());
+        }
+    }
     [[nodiscard]] std::size_t size(const Channel& channel = {}) const { return queues_.size(channel); }
     [[nodiscard]] bool empty(const Channel& channel = {}) const { return size(channel) == 0; }
     [[nodiscard]] std::size_t total_size() const { return queues_.total_size(); }

@@ -46,10 +46,13 @@ public:
         if (is_request) c.requests += n;
     }
     /// Called by the messenger when a data frame is popped.
-    void count_received(const Channel& ch, bool is_reply) {
+    void count_received(const Channel& ch, bool is_reply) { count_received(ch, 1, is_reply ? 1 : 0); }
+    /// `n` data frames popped at once, `replies` of them replies.
+    void count_received(const Channel& ch, std::uint64_t n, std::uint64_t replies) {
+        if (n == 0) return;
         auto& c = counts_.slot(ch);
-        ++c.received;
-        if (is_reply) ++c.replies;
+        c.received += n;
+        c.replies += replies;
     }
 
     /// Visits (channel, counts) in channel order.
