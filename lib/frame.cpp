@@ -124,9 +124,9 @@ std::optional<FrameView> FrameReader::next() {
         if (large_filled_ < large_.size()) return std::nullopt;
         direct_ = false;
         const std::string_view body = large_.view();
-        return FrameView{large_kind_, large_priority_,
-                         make_channel(large_chan_kind_, large_chan_int_, body.substr(0, large_name_len_)),
-                         body.substr(large_name_len_), false, &large_};
+        return std::optional<FrameView>(std::in_place, large_kind_, large_priority_,
+                                        make_channel(large_chan_kind_, large_chan_int_, body.substr(0, large_name_len_)),
+                                        body.substr(large_name_len_), false, &large_);
     }
     const std::size_t avail = end_ - begin_;
     if (avail < frame_header_size) return std::nullopt;
@@ -177,11 +177,11 @@ std::optional<FrameView> FrameReader::next() {
         return std::nullopt;
     }
     const char* body = h + frame_header_size;
-    FrameView view{static_cast<FrameKind>(kind), priority, make_channel(chan_kind, chan_int, std::string_view(body, name_len)),
-                   std::string_view(body + name_len, static_cast<std::size_t>(payload_len)), shm};
     begin_ += total;
     need_ = frame_header_size;
-    return view;
+    return std::optional<FrameView>(std::in_place, static_cast<FrameKind>(kind), priority,
+                                    make_channel(chan_kind, chan_int, std::string_view(body, name_len)),
+                                    std::string_view(body + name_len, static_cast<std::size_t>(payload_len)), shm);
 }
 
 void FrameReader::reserve_tail(std::size_t want) {

@@ -224,24 +224,33 @@ void encode_gather(std::string& out, Gather& gather, const T& value) {
 }
 }  // namespace detail
 
+namespace detail {
+/// decode() into a default-constructed `value` the caller already has (a
+/// vector's new last element, say): no temporary, no copy out.
+template <class T>
+void decode_into(T& value, std::string_view bytes) {
+    if constexpr (raw_encoded<T>::value) {
+        if (bytes.size() != sizeof(T)) throw ProtocolError("coproc: message payload has the wrong size");
+        std::memcpy(&value, bytes.data(), sizeof(T));
+    } else {
+        BufferInputArchive ar(bytes);
+        try {
+            ar(value);
+        } catch (const cereal::Exception& e) {
+            throw ProtocolError(std::string("coproc: cannot decode message: ") + e.what());
+        }
+        if (ar.remaining() != 0) throw ProtocolError("coproc: trailing bytes after message payload");
+    }
+}
+}  // namespace detail
+
 /// Decodes a `T` from exactly `bytes`. Throws ProtocolError on malformed,
 /// truncated or trailing input; never allocates more than the bounds above.
 template <class T>
 [[nodiscard]] T decode(std::string_view bytes) {
     static_assert(std::is_default_constructible_v<T>, "coproc messages must be default-constructible");
     T value{};
-    if constexpr (detail::raw_encoded<T>::value) {
-        if (bytes.size() != sizeof(T)) throw ProtocolError("coproc: message payload has the wrong size");
-        std::memcpy(&value, bytes.data(), sizeof(T));
-        return value;
-    }
-    detail::BufferInputArchive ar(bytes);
-    try {
-        ar(value);
-    } catch (const cereal::Exception& e) {
-        throw ProtocolError(std::string("coproc: cannot decode message: ") + e.what());
-    }
-    if (ar.remaining() != 0) throw ProtocolError("coproc: trailing bytes after message payload");
+    detail::decode_into(value, bytes);
     return value;
 }
 

@@ -68,6 +68,9 @@ struct MessengerOptions {
 namespace detail {
 /// A received data frame, queued undecoded until popped.
 struct QueuedFrame {
+    // User-provided, so a queue's in-place construction does not zero-fill
+    // the whole frame (the members below are initialised anyway).
+    QueuedFrame() noexcept {}  // NOLINT(modernize-use-equals-default)
     Bytes bytes;               // the payload (large frames: channel name, then payload)
     std::uint32_t offset = 0;  // where the payload starts in `bytes`
     bool is_reply = false;
@@ -216,7 +219,7 @@ public:
             ~CountOnExit() { ctr.count_received(channel, taken, replies); }
         } count{ctr_, channel};
         queue_.consume(channel, n, [&](detail::QueuedFrame& frame) {
-            out.push_back(take(frame));
+            take_into(frame, out.emplace_back());  // decoded in place: no copy out
             ++count.taken;
             count.replies += frame.is_reply ? 1 : 0;
         });
@@ -256,7 +259,8 @@ public:
             const Channel& channel;
             ~PopOnExit() { queue.pop(channel); }
         } pop_on_exit{queue_, channel};
-        Msg message = take(frame);
+        Msg message{};
+        take_into(frame, message);
         ctr_.count_received(channel, frame.is_reply);
         return message;
     }
@@ -276,15 +280,15 @@ public:
     [[nodiscard]] detail::Link& link() noexcept { return link_; }
 
 private:
-    // Decodes a queued frame (a Blob adopts its bytes instead); the caller pops it.
-    Msg take(detail::QueuedFrame& frame) {
+    // Decodes a queued frame into `out`, a default-constructed message (a
+    // Blob adopts the frame's bytes instead); the caller pops the frame.
+    void take_into(detail::QueuedFrame& frame, Msg& out) {
         if constexpr (std::is_same_v<Msg, Blob>) {
             // The payload stays where it is (shared memory or its read buffer).
-            return detail::adopt_blob(std::move(frame.bytes), frame.offset);
+            out = detail::adopt_blob(std::move(frame.bytes), frame.offset);
         } else {
-            Msg message = decode<Msg>(frame.payload());
+            detail::decode_into(out, frame.payload());
             if (frame.bytes.heap_capacity() > detail::direct_read_threshold) link_.recycle(std::move(frame.bytes));
-            return message;
         }
     }
 

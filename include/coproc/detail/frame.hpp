@@ -27,6 +27,7 @@
 #include <string>
 #include <string_view>
 #include <memory>
+#include <utility>
 
 #include "coproc/channel.hpp"
 #include "coproc/detail/bytes.hpp"
@@ -46,6 +47,18 @@ inline constexpr std::size_t default_max_frame_size = std::size_t{256} << 20;
 /// A decoded frame; its views point into the reader's buffer and stay valid
 /// until the reader's next fill() or next().
 struct FrameView {
+    // A constructor, not an aggregate: next() builds one in place inside its
+    // optional, without zero-filling the whole struct first (it showed in
+    // profiles of small-message streams).
+    FrameView(FrameKind frame_kind, double frame_priority, Channel frame_channel, std::string_view frame_payload,
+              bool is_shm = false, Bytes* owned_buffer = nullptr) noexcept
+        : kind(frame_kind),
+          priority(frame_priority),
+          channel(std::move(frame_channel)),
+          payload(frame_payload),
+          shm(is_shm),
+          owned(owned_buffer) {}
+
     FrameKind kind;
     double priority;
     Channel channel;
