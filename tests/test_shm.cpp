@@ -270,9 +270,8 @@ struct RawPeer {
         send_on(side.get(), id, fd);
     }
 
-    // The descriptor frame, after the memfd's datagram if `fd` >= 0.
-    void send_descriptor(const detail::ShmDescriptor& d, int fd) const {
-        if (fd >= 0) send_memfd(d.slot, fd);
+    // A data frame whose payload is the descriptor `d`.
+    static std::string descriptor_frame(const detail::ShmDescriptor& d) {
         std::string frame;
         const std::size_t start = detail::begin_frame(frame, detail::FrameKind::data, Channel{}, 0.0);
         detail::mark_shm_frame(frame, start);
@@ -280,7 +279,13 @@ struct RawPeer {
         frame.resize(at + detail::shm_descriptor_size);
         detail::encode_shm_descriptor(frame.data() + at, d);
         detail::finish_frame(frame, start, detail::default_max_frame_size);
-        send(frame, -1);
+        return frame;
+    }
+
+    // The descriptor frame, after the memfd's datagram if `fd` >= 0.
+    void send_descriptor(const detail::ShmDescriptor& d, int fd) const {
+        if (fd >= 0) send_memfd(d.slot, fd);
+        send(descriptor_frame(d), -1);
     }
 };
 
@@ -327,14 +332,7 @@ TEST_CASE("a well-formed foreign descriptor is read, then bad ones are ProtocolE
         {
             auto p = RawPeer::make();
             const auto slot = make_slot(4096, true);
-            std::string frame;
-            const std::size_t start = detail::begin_frame(frame, detail::FrameKind::data, Channel{}, 0.0);
-            detail::mark_shm_frame(frame, start);
-            const std::size_t at = frame.size();
-            frame.resize(at + detail::shm_descriptor_size);
-            detail::encode_shm_descriptor(frame.data() + at, good);
-            detail::finish_frame(frame, start, detail::default_max_frame_size);
-            p.send(frame, slot.get());
+            p.send(RawPeer::descriptor_frame(good), slot.get());
             CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
         }
         CHECK(coproc::test::open_fds() == fds_before);

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cmath>
+#include <algorithm>
 #include <cstddef>
 #include <memory>
 #include <limits>
@@ -138,6 +139,8 @@ public:
         if (it->second.empty() && buckets_.size() > max_idle_buckets) buckets_.erase(it);
     }
     /// Priority of the first item. Throws std::out_of_range if empty.
+    /// Same as pop() (the name a Ring uses).
+    void pop_front() { pop(); }
     [[nodiscard]] double current_priority() const { return first_nonempty()->first; }
     [[nodiscard]] std::size_t size() const noexcept { return size_; }
     [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
@@ -160,6 +163,22 @@ private:
     std::size_t size_ = 0;
 };
 
+
+namespace detail {
+/// Calls f(item) for the first `n` items of `q` (a Ring or a PriorityQueue;
+/// null: none), removing each after its call even if f throws.
+template <class Q, class F>
+void consume_front(Q* q, std::size_t n, F&& f) {
+    if (q == nullptr) return;
+    for (n = std::min(n, q->size()); n > 0; --n) {
+        struct PopOnExit {
+            Q& queue;
+            ~PopOnExit() { queue.pop_front(); }
+        } pop_on_exit{*q};
+        f(q->front());
+    }
+}
+}  // namespace detail
 
 /// One FIFO queue per channel.
 template <class T>
@@ -189,15 +208,7 @@ public:
     /// channel lookup for all of them.
     template <class F>
     void consume(const Channel& channel, std::size_t n, F&& f) {
-        auto* q = queues_.find(channel);
-        if (q == nullptr) return;
-        for (n = std::min(n, q->size()); n > 0; --n) {
-            struct PopOnExit {
-                detail::Ring<T>& ring;
-                ~PopOnExit() { ring.pop_front(); }
-            } pop_on_exit{*q};
-            f(q->front());
-        }
+        detail::consume_front(queues_.find(channel), n, std::forward<F>(f));
     }
     [[nodiscard]] std::size_t size(const Channel& channel = {}) const { return queues_.size(channel); }
     [[nodiscard]] bool empty(const Channel& channel = {}) const { return size(channel) == 0; }
@@ -239,15 +250,7 @@ public:
     /// As MultiQueue::consume, in priority order.
     template <class F>
     void consume(const Channel& channel, std::size_t n, F&& f) {
-        auto* q = queues_.find(channel);
-        if (q == nullptr) return;
-        for (n = std::min(n, q->size()); n > 0; --n) {
-            struct PopOnExit {
-                PriorityQueue<T>& queue;
-                ~PopOnExit() { queue.pop(); }
-            } pop_on_exit{*q};
-            f(q->front());
-        }
+        detail::consume_front(queues_.find(channel), n, std::forward<F>(f));
     }
     [[nodiscard]] std::size_t size(const Channel& channel = {}) const { return queues_.size(channel); }
     [[nodiscard]] bool empty(const Channel& channel = {}) const { return size(channel) == 0; }
