@@ -1,7 +1,6 @@
 // One end of a messenger's stream: handshake, drain, waits and sends.
 #include "coproc/detail/link.hpp"
 
-#include "coproc/detail/endian.hpp"
 #include "coproc/error.hpp"
 
 #include <algorithm>
@@ -108,24 +107,11 @@ std::optional<SendOutcome> Link::send_through_slot(std::size_t start, std::size_
     if (!grant) return std::nullopt;
     // A slot's first descriptor needs its memfd at the peer: it goes first,
     // alone in one datagram on the side channel (never with the stream's
-    // bytes, so the stream is read with plain recv()). The side socket is
-    // full only if the peer stopped reading it: then the stream carries this.
-    if (const int memfd = shm_out_.memfd_to_send(grant); memfd >= 0) {
-        char id[4];
-        put_le<std::uint32_t>(id, shm_out_.slot_id(grant));
-        iovec one{id, sizeof id};
-        std::size_t n = 0;
-        SendResult result = SendResult::would_block;
-        try {
-            result = send_some(side_.get(), std::span<iovec>(&one, 1), n, memfd);
-        } catch (const SystemError&) {
-            // (ETOOMANYREFS, ENOBUFS...): the socket carries this payload.
-        }
-        if (result != SendResult::ok || n != sizeof id) {
-            shm_out_.abandon(grant);
-            return std::nullopt;
-        }
-        shm_out_.memfd_sent(grant);
+    // bytes, so the stream is read with plain recv()). If the side channel
+    // refuses it, the stream carries this payload.
+    if (!shm_out_.send_memfd(grant, side_.get())) {
+        shm_out_.abandon(grant);
+        return std::nullopt;
     }
     // The one copy of the payload: message (and buffer) into the slot.
     char* dest = grant.data;

@@ -144,11 +144,22 @@ ShmSender::Grant ShmSender::acquire(std::size_t size) noexcept {
     return Grant{best, best->map + shm_slot_header};
 }
 
-int ShmSender::memfd_to_send(const Grant& grant) const noexcept {
-    return grant.slot->memfd_sent ? -1 : grant.slot->fd.get();
+bool ShmSender::send_memfd(const Grant& grant, int side_fd) noexcept {
+    Slot& slot = *grant.slot;
+    if (slot.memfd_sent) return true;
+    // The datagram: the slot id, with the memfd attached.
+    char id[4];
+    put_le<std::uint32_t>(id, slot.id);
+    const iovec one{id, sizeof id};
+    std::size_t n = 0;
+    try {
+        slot.memfd_sent = send_some(side_fd, std::span<const iovec>(&one, 1), n, slot.fd.get()) == SendResult::ok &&
+                          n == sizeof id;
+    } catch (const SystemError&) {
+        // ETOOMANYREFS, ENOBUFS...: not sent
+    }
+    return slot.memfd_sent;
 }
-void ShmSender::memfd_sent(const Grant& grant) noexcept { grant.slot->memfd_sent = true; }
-std::uint32_t ShmSender::slot_id(const Grant& grant) const noexcept { return grant.slot->id; }
 
 ShmDescriptor ShmSender::describe(const Grant& grant, std::size_t size) const noexcept {
     ShmDescriptor d;
@@ -196,8 +207,9 @@ UniqueFd ShmReceiver::take_memfd(std::uint32_t id, int side_fd) {
         FdInbox fds;
         const long n = recv_some(side_fd, datagram, sizeof datagram, &fds);
         if (n <= 0) throw ProtocolError("coproc: shared-memory descriptor without its file descriptor");
+        if (n != 4 || fds.size() != 1) throw ProtocolError("coproc: malformed datagram on the descriptor channel");
         const auto named = get_le<std::uint32_t>(datagram);
-        if (n != 4 || fds.size() != 1 || named >= max_slots || early_[named])
+        if (named >= max_slots || early_[named])
             throw ProtocolError("coproc: malformed datagram on the descriptor channel");
         early_[named] = std::move(fds.front());
     }

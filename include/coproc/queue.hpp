@@ -13,8 +13,8 @@
 // Not thread-safe.
 #pragma once
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <memory>
 #include <limits>
@@ -138,9 +138,9 @@ public:
         // next message); drop them once there are many distinct priorities.
         if (it->second.empty() && buckets_.size() > max_idle_buckets) buckets_.erase(it);
     }
-    /// Priority of the first item. Throws std::out_of_range if empty.
     /// Same as pop() (the name a Ring uses).
     void pop_front() { pop(); }
+    /// Priority of the first item. Throws std::out_of_range if empty.
     [[nodiscard]] double current_priority() const { return first_nonempty()->first; }
     [[nodiscard]] std::size_t size() const noexcept { return size_; }
     [[nodiscard]] bool empty() const noexcept { return size_ == 0; }

@@ -235,8 +235,9 @@ private:
 
     WorkerOptions options_;
     std::unique_ptr<detail::ChildProcess> child_;  // declared first: outlives the messenger's watch pointer
-    detail::FdRegistration registration_;       // the host's stream and side ends: workers
-    detail::FdRegistration side_registration_;  // forked later close them
+    // The host's stream and side ends: workers forked later close them.
+    detail::FdRegistration registration_;
+    detail::FdRegistration side_registration_;
     std::optional<Messenger> messenger_;
 };
 

@@ -76,11 +76,11 @@ public:
     /// shared memory is unavailable (then the caller uses the socket). Never
     /// blocks on the receiver. Marks the slot busy.
     [[nodiscard]] Grant acquire(std::size_t size) noexcept;
-    /// The slot's memfd if it has not been sent on the side channel yet, else -1.
-    [[nodiscard]] int memfd_to_send(const Grant& grant) const noexcept;
-    /// The memfd went out on the side channel.
-    void memfd_sent(const Grant& grant) noexcept;
-    [[nodiscard]] std::uint32_t slot_id(const Grant& grant) const noexcept;
+    /// Sends the slot's memfd on the link's side channel `side_fd` unless it
+    /// went before (once per slot). False if the channel refused it (full,
+    /// closed, out of descriptor space): then abandon() the grant and send
+    /// the payload through the socket. Never blocks.
+    [[nodiscard]] bool send_memfd(const Grant& grant, int side_fd) noexcept;
     /// The descriptor for a granted payload of `size` bytes.
     [[nodiscard]] ShmDescriptor describe(const Grant& grant, std::size_t size) const noexcept;
     /// The descriptor's frame went out (at least its first byte).
