@@ -44,4 +44,10 @@ bool wait_gone(long pid, std::chrono::milliseconds limit) {
     return true;
 }
 
+std::string pattern(std::size_t size, unsigned seed) {
+    std::string s(size, '\0');
+    for (std::size_t i = 0; i < size; ++i) s[i] = static_cast<char>((i * 131 + seed * 7919 + (i >> 12)) & 0xFF);
+    return s;
+}
+
 }  // namespace coproc::test

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <set>
 #include <string>
 
@@ -23,5 +24,9 @@ bool not_our_child(long pid);
 
 /// Waits (bounded) until process_gone(pid); false if it is still there at the deadline.
 bool wait_gone(long pid, std::chrono::milliseconds limit);
+
+/// `size` bytes that depend on their index and on `seed`, so a swapped,
+/// truncated or overwritten payload cannot compare equal.
+std::string pattern(std::size_t size, unsigned seed);
 
 }  // namespace coproc::test

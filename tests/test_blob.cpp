@@ -23,11 +23,7 @@ namespace {
 
 using M = coproc::PriorityMessenger<Blob>;
 
-std::string pattern(std::size_t size, unsigned seed) {
-    std::string s(size, '\0');
-    for (std::size_t i = 0; i < size; ++i) s[i] = static_cast<char>((i * 131 + seed * 7919 + (i >> 12)) & 0xFF);
-    return s;
-}
+using coproc::test::pattern;
 
 coproc::MessengerOptions options(std::size_t threshold, std::size_t limit = std::size_t{64} << 20) {
     coproc::MessengerOptions o;

@@ -30,13 +30,7 @@ namespace detail = coproc::detail;
 
 namespace {
 
-// A payload whose bytes depend on its index and length, so a swapped,
-// truncated or overwritten message cannot compare equal.
-std::string pattern(std::size_t size, unsigned seed) {
-    std::string s(size, '\0');
-    for (std::size_t i = 0; i < size; ++i) s[i] = static_cast<char>((i * 131 + seed * 7919 + (i >> 12)) & 0xFF);
-    return s;
-}
+using coproc::test::pattern;
 
 coproc::MessengerOptions small_threshold(std::size_t limit = std::size_t{64} << 20) {
     coproc::MessengerOptions o;
