@@ -388,6 +388,8 @@ struct SubscriberState {
 
 }  // namespace detail
 
+BusMessage::~BusMessage() { detail::release_json(message); }
+
 Subscriber::Subscriber(std::unique_ptr<detail::SubscriberState> state) : state_(std::move(state)) {}
 Subscriber::Subscriber(Subscriber&&) noexcept = default;
 Subscriber& Subscriber::operator=(Subscriber&&) noexcept = default;

@@ -69,6 +69,13 @@ void append_python_float(std::string& out, double d) {
     }
 }
 
+template <class Int>
+void append_integer(std::string& out, Int v) {
+    char buf[24];  // 20 digits and a sign
+    const auto res = std::to_chars(buf, buf + sizeof buf, v);
+    out.append(buf, res.ptr);
+}
+
 void append_u_escape(std::string& out, unsigned v) { out += fmt::format("\\u{:04x}", v); }
 
 // ensure_ascii=True: everything outside ' '..'~' is escaped, astral code
@@ -76,6 +83,19 @@ void append_u_escape(std::string& out, unsigned v) { out += fmt::format("\\u{:04
 void append_python_string(std::string& out, std::string_view s) {
     out += '"';
     for (std::size_t i = 0; i < s.size();) {
+        // Printable ASCII other than '"' and '\\' is copied as it is, in runs
+        // (one append per run, not one per character).
+        std::size_t run = i;
+        while (run < s.size()) {
+            const auto r = static_cast<unsigned char>(s[run]);
+            if (r < 0x20 || r >= 0x7f || r == '"' || r == '\\') break;
+            ++run;
+        }
+        if (run != i) {
+            out.append(s.data() + i, run - i);
+            i = run;
+            continue;
+        }
         const auto c = static_cast<unsigned char>(s[i]);
         if (c < 0x80) {
             switch (c) {
@@ -116,14 +136,15 @@ void append_python_json(std::string& out, const Json& v) {
     switch (v.type()) {
         case Json::value_t::null: out += "null"; break;
         case Json::value_t::boolean: out += v.get<bool>() ? "true" : "false"; break;
-        case Json::value_t::number_integer: out += std::to_string(v.get<std::int64_t>()); break;
-        case Json::value_t::number_unsigned: out += std::to_string(v.get<std::uint64_t>()); break;
+        // get_ptr reads the stored number; get<T>() would convert through a switch.
+        case Json::value_t::number_integer: append_integer(out, *v.get_ptr<const Json::number_integer_t*>()); break;
+        case Json::value_t::number_unsigned: append_integer(out, *v.get_ptr<const Json::number_unsigned_t*>()); break;
         case Json::value_t::number_float: append_python_float(out, v.get<double>()); break;
         case Json::value_t::string: append_python_string(out, v.get_ref<const std::string&>()); break;
         case Json::value_t::array: {
             out += '[';
             bool first = true;
-            for (const auto& item : v) {
+            for (const auto& item : v.get_ref<const Json::array_t&>()) {
                 if (!first) out += ", ";
                 first = false;
                 append_python_json(out, item);
@@ -134,7 +155,8 @@ void append_python_json(std::string& out, const Json& v) {
         case Json::value_t::object: {
             out += '{';
             bool first = true;
-            for (const auto& [key, item] : v.items()) {
+            // The map itself, not items(): its iteration proxy costs more than the writing.
+            for (const auto& [key, item] : v.get_ref<const Json::object_t&>()) {
                 if (!first) out += ", ";
                 first = false;
                 append_python_string(out, key);
@@ -185,6 +207,30 @@ bool valid_utf8(std::string_view s) noexcept {
     return true;
 }
 
+
+namespace {
+// Deep enough for any message people send; bounded so a hostile nesting
+// cannot exhaust the stack (the rest goes to nlohmann's destructor).
+constexpr int max_release_depth = 32;
+
+void release_json(Json& value, int depth) noexcept {
+    if (value.is_object()) {
+        auto& members = value.get_ref<Json::object_t&>();
+        if (depth < max_release_depth)
+            for (auto& member : members)
+                if (member.second.is_structured()) release_json(member.second, depth + 1);
+        members.clear();
+    } else if (value.is_array()) {
+        auto& items = value.get_ref<Json::array_t&>();
+        if (depth < max_release_depth)
+            for (auto& item : items)
+                if (item.is_structured()) release_json(item, depth + 1);
+        items.clear();
+    }
+}
+}  // namespace
+
+void release_json(Json& value) noexcept { release_json(value, 0); }
 
 std::string python_json_dumps(const Json& value) {
     std::string out;

@@ -88,6 +88,9 @@ TEST_CASE("JSON is written exactly as Python's json.dumps writes it", "[bus]") {
           R"("h\u00e9llo \ud83d\ude00 \"q\" \\ \n\t\u0001\u007f/")");
     CHECK(python_json_dumps(Json::array()) == "[]");
     CHECK(python_json_dumps(Json::object()) == "{}");
+    CHECK(python_json_dumps(Json(std::numeric_limits<std::int64_t>::min())) == "-9223372036854775808");
+    CHECK(python_json_dumps(Json(std::numeric_limits<std::uint64_t>::max())) == "18446744073709551615");
+    CHECK(python_json_dumps(Json{{"n", -7}, {"m", 0u}}) == R"({"n": -7, "m": 0})");
 }
 
 TEST_CASE("exact framing on the wire: channel_C {\"hello\": \"world\"}", "[bus]") {

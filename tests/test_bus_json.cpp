@@ -134,3 +134,33 @@ TEST_CASE("the bus's JSON parser refuses nesting deeper than its limit", "[bus][
     CHECK_FALSE(parse_json(nested(100'000), out));  // no stack overflow
     CHECK_FALSE(parse_json(std::string(100'000, '{'), out));
 }
+
+TEST_CASE("a BusMessage frees its value leaves first, and copies and moves keep it whole", "[bus][json]") {
+    Json value;
+    REQUIRE(parse_json(R"({"id": 17, "tags": ["a", {"b": [1, 2]}], "user": {"name": "ana"}})", value));
+    coproc::BusMessage original("jobs", value);
+    coproc::BusMessage copy = original;
+    CHECK(same(copy.message, value));
+    coproc::BusMessage moved = std::move(copy);
+    CHECK(same(moved.message, value));
+    CHECK(moved.channel == "jobs");
+    copy = moved;  // assigning over a moved-from message
+    CHECK(same(copy.message, value));
+
+    // release_json empties containers and keeps their types.
+    Json released = value;
+    coproc::detail::release_json(released);
+    CHECK(released.is_object());
+    CHECK(released.empty());
+
+    // Nesting far past its recursion bound is left to nlohmann's iterative
+    // destructor: no stack overflow.
+    Json deep = Json::array();
+    Json* at = &deep;
+    for (int i = 0; i < 100'000; ++i) {
+        at->push_back(Json::array());
+        at = &at->back();
+    }
+    { const coproc::BusMessage m("deep", std::move(deep)); }
+    SUCCEED("destroyed");
+}

@@ -79,6 +79,18 @@ private:
 struct BusMessage {
     std::string channel;
     Json message;
+
+    BusMessage() = default;
+    BusMessage(std::string on_channel, Json value) : channel(std::move(on_channel)), message(std::move(value)) {}
+    BusMessage(const BusMessage&) = default;
+    BusMessage(BusMessage&&) noexcept = default;
+    BusMessage& operator=(const BusMessage&) = default;
+    BusMessage& operator=(BusMessage&&) noexcept = default;
+    /// Frees `message` leaves first (detail::release_json): nlohmann's own
+    /// destructor first moves every container's children onto a heap-allocated
+    /// stack, one more allocation than a small message's whole DOM.
+    ~BusMessage();
+
     template <class T>
     [[nodiscard]] T as() const {
         return message.get<T>();
@@ -103,6 +115,10 @@ struct PublisherState;   // lib/bus.cpp
 struct SubscriberState;  // lib/bus.cpp
 /// Python json.dumps(value) with default settings, byte for byte.
 [[nodiscard]] std::string python_json_dumps(const Json& value);
+/// Empties `value`'s containers leaves first (recursing at most a few dozen
+/// levels; deeper ones are left to nlohmann's iterative destructor). Never
+/// throws; `value` stays valid, with the same type and no children.
+void release_json(Json& value) noexcept;
 }  // namespace detail
 
 /// Sends messages from a background thread. Move-only.
