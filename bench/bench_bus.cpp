@@ -3,14 +3,21 @@
 // The raw baseline sends a pre-built frame; coproc serialises the JSON
 // (Python's format), queues it to its sending thread, and the subscriber
 // validates and parses it: the ratio is the price of the bus's work.
+// Two references split that price: raw cppzmq doing only coproc's JSON work
+// (no bus machinery), and raw cppzmq with nlohmann's dump() and parse(), the
+// code a user would write instead of the bus.
 #include <benchmark/benchmark.h>
 
 #include <coproc/bus.hpp>
+#include <coproc/detail/bus_json.hpp>
 
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cstdlib>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include <zmq.hpp>
@@ -39,7 +46,14 @@ std::string endpoint(const std::string& kind) {
     return "tcp://127.0.0.1:" + std::to_string(26000 + (::getpid() % 2000) * 10 + n++ % 10);
 }
 
-void BM_raw_pubsub(benchmark::State& state, const std::string& kind) {
+// What the raw baselines do with each message.
+enum class RawWork {
+    none,          // send a pre-built frame, receive the bytes and never look at them
+    nlohmann,      // what a cppzmq user writes: dump() per send, parse() per receive
+    coproc_json,   // coproc's JSON writer and parser, and nothing else of the bus
+};
+
+void BM_raw_pubsub(benchmark::State& state, const std::string& kind, RawWork work) {
     const std::string ep = endpoint(kind);
     zmq::context_t ctx;
     zmq::socket_t pub(ctx, zmq::socket_type::xpub);
@@ -52,13 +66,38 @@ void BM_raw_pubsub(benchmark::State& state, const std::string& kind) {
     zmq::message_t hello;
     (void)pub.recv(hello);  // the subscription arrived
     const std::string frame = "tick {\"n\": 12345}";
+    const coproc::Json message{{"n", 12345}};
     const double cpu = process_cpu_ns();
     for (auto _ : state) {
         std::thread sender([&] {
-            for (int i = 0; i < batch; ++i) pub.send(zmq::buffer(frame), zmq::send_flags::none);
+            std::string text;
+            for (int i = 0; i < batch; ++i) {
+                if (work == RawWork::none) {
+                    pub.send(zmq::buffer(frame), zmq::send_flags::none);
+                    continue;
+                }
+                text.assign("tick ");
+                if (work == RawWork::nlohmann)
+                    text += message.dump();
+                else
+                    coproc::detail::append_python_json(text, message);
+                pub.send(zmq::buffer(text), zmq::send_flags::none);
+            }
         });
         zmq::message_t msg;
-        for (int i = 0; i < batch; ++i) (void)sub.recv(msg);
+        for (int i = 0; i < batch; ++i) {
+            (void)sub.recv(msg);
+            if (work == RawWork::none) continue;
+            const std::string_view got = msg.to_string_view();
+            const auto space = got.find(' ');
+            std::optional<coproc::BusMessage> m(std::in_place);
+            m->channel.assign(got.substr(0, space));
+            if (work == RawWork::nlohmann)
+                m->message = coproc::Json::parse(got.substr(space + 1));
+            else if (!coproc::detail::parse_json(got.substr(space + 1), m->message))
+                std::abort();
+            benchmark::DoNotOptimize(m);
+        }
         sender.join();
     }
     report_cpu(state, cpu);
@@ -87,9 +126,12 @@ void BM_coproc_bus(benchmark::State& state, const std::string& kind) {
 
 }  // namespace
 
-BENCHMARK_CAPTURE(BM_raw_pubsub, ipc, std::string("ipc"))->UseRealTime();
+BENCHMARK_CAPTURE(BM_raw_pubsub, ipc, std::string("ipc"), RawWork::none)->UseRealTime();
 BENCHMARK_CAPTURE(BM_coproc_bus, ipc, std::string("ipc"))->UseRealTime();
-BENCHMARK_CAPTURE(BM_raw_pubsub, tcp, std::string("tcp"))->UseRealTime();
+BENCHMARK_CAPTURE(BM_raw_pubsub, tcp, std::string("tcp"), RawWork::none)->UseRealTime();
 BENCHMARK_CAPTURE(BM_coproc_bus, tcp, std::string("tcp"))->UseRealTime();
+// References: where the bus's time goes, and what the hand-written equivalent costs.
+BENCHMARK_CAPTURE(BM_raw_pubsub, ipc_coproc_json, std::string("ipc"), RawWork::coproc_json)->UseRealTime();
+BENCHMARK_CAPTURE(BM_raw_pubsub, ipc_nlohmann, std::string("ipc"), RawWork::nlohmann)->UseRealTime();
 
 BENCHMARK_MAIN();
