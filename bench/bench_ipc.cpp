@@ -196,11 +196,11 @@ void BM_coproc_rtt_latency(benchmark::State& state) {
 }
 
 // Counts incoming 64-byte messages and acknowledges each batch on channel 1.
+// receive_available_blocking: one recv per wake-up, as the raw sink's read.
 void chunk_sink(coproc::MultiMessenger<Chunk>& m) {
     std::size_t got = 0;
     for (;;) {
-        m.await_available();
-        got += m.receive_available().size();
+        got += m.receive_available_blocking().size();
         while (got >= stream_batch) {
             got -= stream_batch;
             m.send_norequest(Chunk{}, 1);

@@ -241,6 +241,8 @@ TEST_CASE("every blocking call has a timed form that throws Timeout", "[messenge
     CHECK_THROWS_AS(worker.receive_blocking(Channel{}, 20ms), coproc::Timeout);
     CHECK_THROWS_AS(worker.receive_blocking(20ms), coproc::Timeout);
     CHECK_THROWS_AS(worker.await_available(20ms), coproc::Timeout);
+    CHECK_THROWS_AS(worker.receive_available_blocking(20ms), coproc::Timeout);
+    CHECK_THROWS_AS(worker.receive_available_blocking(Channel{}, 20ms), coproc::Timeout);
     host.send_request(1);
     auto range = host.receive_remaining(Channel{}, 20ms);
     CHECK_THROWS_AS(range.begin(), coproc::Timeout);
@@ -254,6 +256,40 @@ TEST_CASE("await_available waits for a new message on any channel", "[messenger]
     worker.await_available(5s);
     sender.join();
     CHECK(worker.queue_size("late") == 1);
+}
+
+TEST_CASE("receive_available_blocking waits for its channel, then returns everything queued there", "[messenger]") {
+    auto [worker, host] = coproc::PriorityMessenger<int>::new_pair();
+    // Messages already queued are returned at once, in queue order (an int
+    // has no priority: FIFO); other channels keep theirs.
+    host.send_norequest(3);
+    host.send_norequest(1);
+    host.send_norequest(9, "other");
+    CHECK(worker.receive_available_blocking(5s) == std::vector<int>{3, 1});
+    CHECK(worker.queue_size("other") == 1);
+    // Nothing queued: it blocks until a message arrives on its channel; a
+    // message on another channel does not end the wait.
+    std::thread sender([&h = host] {
+        h.send_norequest(4, "other");
+        h.send_norequest(5, "mine");
+        h.send_norequest(6, "mine");
+    });
+    std::vector<int> got = worker.receive_available_blocking("mine");
+    sender.join();
+    // 6 may still be in flight when 5 is read; the next call gets it.
+    if (got.size() == 1) got.push_back(worker.receive_available_blocking("mine", 5s).front());
+    CHECK(got == std::vector<int>{5, 6});
+    CHECK(worker.queue_size("other") == 2);
+    CHECK(worker.messages_received() == 2);  // counted per channel, when popped
+    CHECK(worker.messages_received("mine") == 2);
+    CHECK(worker.messages_received("other") == 0);
+
+    // A control frame is raised before anything is popped; what came before
+    // it stays queued.
+    host.send_norequest(7);
+    host.send_close_request();
+    CHECK_THROWS_AS(worker.receive_available_blocking(5s), coproc::ResourceRequestedClose);
+    CHECK(worker.receive_available_blocking(5s) == std::vector<int>{7});
 }
 
 TEST_CASE("back-pressure: a timed send to a peer that does not read throws Timeout, frames stay intact",
@@ -294,6 +330,7 @@ TEST_CASE("a dead peer: earlier data stays receivable, then ChannelClosed; send 
     CHECK(host.receive_blocking(9, 1s) == 2);
     CHECK_THROWS_AS(host.receive_blocking(1s), coproc::ChannelClosed);
     CHECK_THROWS_AS(host.await_available(1s), coproc::ChannelClosed);
+    CHECK_THROWS_AS(host.receive_available_blocking(), coproc::ChannelClosed);  // no timeout needed: never hangs
     const auto before = host.messages_sent();
     CHECK_THROWS_AS(host.send_norequest(3), coproc::ChannelClosed);
     CHECK(host.messages_sent() == before);  // counters change only on success

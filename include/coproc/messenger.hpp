@@ -207,6 +207,31 @@ public:
     /// before the first pop).
     [[nodiscard]] std::vector<Msg> receive_available(const Channel& channel = {}) {
         drain();
+        return take_available(channel);
+    }
+
+    /// Blocks until at least one message is queued on `channel`, then
+    /// returns every message queued there, like receive_blocking followed by
+    /// receive_available in one call. A consumer loop built on it makes one
+    /// system call per wake-up (await_available + receive_available make two:
+    /// the second call must look at the socket again). Throws what
+    /// receive_blocking throws: WorkerDied / ChannelClosed when the peer is
+    /// gone and nothing is queued, Timeout (timed forms), control frames.
+    [[nodiscard]] std::vector<Msg> receive_available_blocking(const Channel& channel = {}) {
+        wait_queued(channel, std::nullopt);
+        return take_available(channel);
+    }
+    [[nodiscard]] std::vector<Msg> receive_available_blocking(const Channel& channel, Duration timeout) {
+        wait_queued(channel, detail::deadline_after(timeout));
+        return take_available(channel);
+    }
+    [[nodiscard]] std::vector<Msg> receive_available_blocking(Duration timeout) {
+        return receive_available_blocking(Channel{}, timeout);
+    }
+
+private:
+    // Pops every message queued on `channel` (no drain).
+    std::vector<Msg> take_available(const Channel& channel) {
         std::vector<Msg> out;
         const std::size_t n = queue_.size(channel);
         out.reserve(n);
@@ -226,6 +251,7 @@ public:
         return out;
     }
 
+public:
     /// Blocks until a message is queued on `channel` and pops it.
     [[nodiscard]] Msg receive_blocking(const Channel& channel = {}) { return receive_until(channel, std::nullopt); }
     [[nodiscard]] Msg receive_blocking(const Channel& channel, Duration timeout) {
@@ -366,11 +392,17 @@ private:
     }
 
     Msg receive_until(const Channel& channel, detail::Deadline deadline) {
+        wait_queued(channel, deadline);
+        return pop_from_queue(channel);
+    }
+
+    // Drains, blocking until something is queued on `channel`.
+    void wait_queued(const Channel& channel, detail::Deadline deadline) {
         for (;;) {
             // Nothing queued and no deadline: a blocking read is the drain.
             if (!deadline && queue_.empty(channel)) link_.wait_for_data();
             drain();
-            if (!queue_.empty(channel)) return pop_from_queue(channel);
+            if (!queue_.empty(channel)) return;
             if (link_.peer_gone()) link_.raise_peer_closed();
             if (deadline && !link_.wait(deadline)) throw Timeout("coproc: receive timed out");
         }
