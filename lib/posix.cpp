@@ -4,6 +4,7 @@
 #include "coproc/detail/syscalls.hpp"
 
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -61,6 +62,62 @@ std::vector<int> registered_fds() {
     const std::lock_guard lock(r.mutex);
     forget_inherited(r);
     return r.fds;
+}
+
+namespace {
+struct RangeRegistry {
+    std::mutex mutex;
+    std::vector<DontforkRange> ranges;
+    pid_t owner = 0;
+};
+
+RangeRegistry& ranges() {
+    static auto* r = new RangeRegistry;  // leaked, as the fd registry
+    return *r;
+}
+
+// A worker that starts workers unmapped its inherited ranges at start-up.
+void forget_inherited(RangeRegistry& r) {
+    const pid_t self = ::getpid();
+    if (r.owner != self) {
+        r.ranges.clear();
+        r.owner = self;
+    }
+}
+}  // namespace
+
+char* map_shared_dontfork(int fd, std::size_t size) noexcept {
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+    if (p == MAP_FAILED) return nullptr;
+    (void)::madvise(p, size, MADV_DONTFORK);
+    try {
+        auto& r = ranges();
+        const std::lock_guard lock(r.mutex);
+        forget_inherited(r);
+        r.ranges.push_back({p, size});
+    } catch (...) {  // bad_alloc: unrecorded, which only slows valgrind down
+    }
+    return static_cast<char*>(p);
+}
+
+void unmap_shared_dontfork(void* addr, std::size_t size) noexcept {
+    {
+        auto& r = ranges();
+        const std::lock_guard lock(r.mutex);
+        if (r.owner == ::getpid()) {
+            const auto it = std::find_if(r.ranges.begin(), r.ranges.end(),
+                                         [addr](const DontforkRange& d) { return d.addr == addr; });
+            if (it != r.ranges.end()) r.ranges.erase(it);
+        }
+    }
+    (void)::munmap(addr, size);
+}
+
+std::vector<DontforkRange> dontfork_ranges() {
+    auto& r = ranges();
+    const std::lock_guard lock(r.mutex);
+    forget_inherited(r);
+    return r.ranges;
 }
 
 FdRegistration::FdRegistration(int fd) : fd_(fd) {

@@ -28,15 +28,6 @@ std::uint32_t& busy_flag(char* map) noexcept {
     return *reinterpret_cast<std::uint32_t*>(map);
 }
 
-// Maps `size` bytes of `fd` shared, faulted in now (one call instead of a
-// page fault per 4 KiB later) and not inherited by forked children.
-char* map_shared(int fd, std::size_t size) noexcept {
-    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-    if (p == MAP_FAILED) return nullptr;
-    (void)::madvise(p, size, MADV_DONTFORK);
-    return static_cast<char*>(p);
-}
-
 }  // namespace
 
 void encode_shm_descriptor(char* out, const ShmDescriptor& d) noexcept {
@@ -72,7 +63,7 @@ struct ShmSender::Slot {
         return std::atomic_ref<std::uint32_t>(busy_flag(map)).load(std::memory_order_acquire) != 0;
     }
     void unmap() noexcept {
-        if (map != nullptr) (void)::munmap(map, mapped);
+        if (map != nullptr) unmap_shared_dontfork(map, mapped);
         map = nullptr;
         mapped = 0;
     }
@@ -80,7 +71,7 @@ struct ShmSender::Slot {
     bool resize(std::size_t size) noexcept {
         if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) return false;
         unmap();
-        map = map_shared(fd.get(), size);
+        map = map_shared_dontfork(fd.get(), size);
         if (map == nullptr) return false;
         mapped = size;
         return true;
@@ -190,8 +181,8 @@ struct ShmReceiver::Mapping {
     // share the memfd's pages with the new mapping (address space only).
     std::vector<std::pair<char*, std::size_t>> retired;
     ~Mapping() {
-        if (map != nullptr) (void)::munmap(map, mapped);
-        for (const auto& [p, n] : retired) (void)::munmap(p, n);
+        if (map != nullptr) unmap_shared_dontfork(map, mapped);
+        for (const auto& [p, n] : retired) unmap_shared_dontfork(p, n);
     }
 };
 
@@ -246,7 +237,7 @@ Bytes ShmReceiver::resolve(const ShmDescriptor& d, int side_fd, std::size_t max_
         const auto size = static_cast<std::uint64_t>(st.st_size);
         if (d.offset > max_length || end > size)
             throw ProtocolError("coproc: shared-memory descriptor exceeds its slot");
-        char* map = map_shared(slot->fd.get(), static_cast<std::size_t>(size));
+        char* map = map_shared_dontfork(slot->fd.get(), static_cast<std::size_t>(size));
         if (map == nullptr) throw_system_error(errno, "mmap");
         if (slot->map != nullptr) slot->retired.emplace_back(slot->map, slot->mapped);
         slot->map = map;

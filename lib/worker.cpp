@@ -3,6 +3,7 @@
 #include "coproc/detail/child_process.hpp"
 
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -57,9 +58,12 @@ bool is_crash_signal(int sig) {
 
 // Runs in the child between fork and the body: async-signal-safe calls only,
 // no allocation (another thread of the parent may have held the heap lock).
-[[noreturn]] void start_child(const std::vector<int>& close_fds, int channel_fd, int exit_pipe_read, pid_t parent,
+[[noreturn]] void start_child(const std::vector<DontforkRange>& unmap, const std::vector<int>& close_fds, int channel_fd, int exit_pipe_read, pid_t parent,
                               int death_signal, ChildBody body, void* context) {
-    // Default dispositions first, then unblock: a parent handler must never
+    // First, before anything here could map memory into these holes: the
+    // kernel did not copy these mappings; tell valgrind, which thinks it did.
+    for (const DontforkRange& r : unmap) (void)::munmap(r.addr, r.size);
+    // Default dispositions, then unblock: a parent handler must never
     // run in the child. Catch2 and other frameworks install crash handlers.
     struct sigaction dfl {};
     dfl.sa_handler = SIG_DFL;
@@ -98,6 +102,7 @@ std::unique_ptr<ChildProcess> ChildProcess::fork(int channel_fd, int parent_deat
         exit_write.reset(p[1]);
     }
     const std::vector<int> close_fds = registered_fds();
+    const std::vector<DontforkRange> unmap = dontfork_ranges();
     const pid_t parent = ::getpid();
     std::fflush(nullptr);  // or buffered output would be written twice
 
@@ -110,7 +115,7 @@ std::unique_ptr<ChildProcess> ChildProcess::fork(int channel_fd, int parent_deat
     }
     (void)::pthread_sigmask(SIG_SETMASK, &all, &old);
     const pid_t pid = ::fork();
-    if (pid == 0) start_child(close_fds, channel_fd, exit_read.get(), parent, parent_death_signal, body, context);
+    if (pid == 0) start_child(unmap, close_fds, channel_fd, exit_read.get(), parent, parent_death_signal, body, context);
     const int fork_errno = errno;
     (void)::pthread_sigmask(SIG_SETMASK, &old, nullptr);
     if (pid < 0) throw SpawnError(fmt::format("coproc: fork failed: {}", std::strerror(fork_errno)));

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <span>
 #include <string>
@@ -187,7 +188,24 @@ namespace {
 void echo_big(coproc::PriorityMessenger<std::string>& m) {
     for (;;) m.send_reply(m.receive_blocking() + "!");
 }
-int count_inherited_slots(coproc::PriorityMessenger<std::string>&) { return open_slot_fds(); }
+// Slot mappings per /proc/self/maps.
+int mapped_slots() {
+    FILE* f = std::fopen("/proc/self/maps", "r");
+    if (f == nullptr) return -1;
+    int count = 0;
+    char line[512];
+    while (std::fgets(line, sizeof line, f) != nullptr) {
+        if (std::strstr(line, "memfd:coproc-slot") != nullptr) ++count;
+    }
+    std::fclose(f);
+    return count;
+}
+
+// Exit code: inherited slot fds + slot mappings + recorded DONTFORK ranges
+// (all zero: the child closed, never got, and unmapped them).
+int count_inherited_slots(coproc::PriorityMessenger<std::string>&) {
+    return open_slot_fds() + mapped_slots() + static_cast<int>(detail::dontfork_ranges().size());
+}
 }  // namespace
 
 TEST_CASE("workers: large round trips, and forked workers do not inherit slots", "[shm]") {
@@ -200,6 +218,8 @@ TEST_CASE("workers: large round trips, and forked workers do not inherit slots",
         CHECK(w.messenger().receive_blocking(10s) == s + "!");
     }
     REQUIRE(open_slot_fds() >= 2);  // ours and the one the worker sent us
+    CHECK(mapped_slots() >= 2);
+    CHECK(detail::dontfork_ranges().size() >= 2);  // a child unmaps them for valgrind's sake
     coproc::WorkerResource<coproc::PriorityMessenger<std::string>> second(count_inherited_slots);
     CHECK(second.join(10s) == coproc::ExitStatus::exited_with(0));
     CHECK(w.terminate(10s).signaled());

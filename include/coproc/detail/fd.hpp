@@ -107,6 +107,22 @@ private:
 /// The registered fds of this process (a forked child closes them).
 [[nodiscard]] std::vector<int> registered_fds();
 
+/// An address range mapped with MADV_DONTFORK: a forked child has no such
+/// mapping, but tools that model the address space (valgrind) think it does
+/// until told, and then scan it fault by fault at exit (~2 s per MiB).
+struct DontforkRange {
+    void* addr = nullptr;
+    std::size_t size = 0;
+};
+/// Maps `size` bytes of `fd` shared and faulted in now, marks the range
+/// MADV_DONTFORK and records it; nullptr (errno set) on failure. Thread-safe.
+[[nodiscard]] char* map_shared_dontfork(int fd, std::size_t size) noexcept;
+/// Unmaps and forgets a range from map_shared_dontfork. Thread-safe.
+void unmap_shared_dontfork(void* addr, std::size_t size) noexcept;
+/// The recorded ranges of this process. A forked child munmaps them first
+/// thing: a no-op for the kernel, which never copied them.
+[[nodiscard]] std::vector<DontforkRange> dontfork_ranges();
+
 struct SocketPair {
     UniqueFd first;
     UniqueFd second;
