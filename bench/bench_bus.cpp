@@ -9,11 +9,14 @@
 #include <benchmark/benchmark.h>
 
 #include <coproc/bus.hpp>
+#include <coproc/coproc.hpp>
 #include <coproc/detail/bus_json.hpp>
 
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <optional>
 #include <string>
@@ -124,8 +127,107 @@ void BM_coproc_bus(benchmark::State& state, const std::string& kind) {
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * batch);
 }
 
+// ----------------------------------------------------------------------------
+// Across processes, the bus's deployment: the publisher is a worker process
+// (forked by coproc::WorkerResource), the subscriber is this one, and each
+// side has its own ZeroMQ context and I/O thread (in one process, the raw
+// baseline above shares one I/O thread between both ends). The worker sends
+// `n` messages per int64 `n` it is sent; 0 ends it, and it answers with the
+// CPU time it used since it reported ready.
+using Control = coproc::PriorityMessenger<std::int64_t>;
+constexpr auto setup_timeout = std::chrono::seconds(10);
+
+std::int64_t process_cpu_since(double start) { return static_cast<std::int64_t>(process_cpu_ns() - start); }
+
+void raw_publisher(Control& control, const std::string& ep) {
+    zmq::context_t ctx;
+    zmq::socket_t pub(ctx, zmq::socket_type::xpub);
+    pub.set(zmq::sockopt::sndhwm, 0);
+    pub.set(zmq::sockopt::rcvtimeo, 10'000);
+    pub.bind(ep);
+    zmq::message_t hello;
+    if (!pub.recv(hello)) return;  // no subscriber: the host times out
+    const double cpu = process_cpu_ns();
+    control.send_norequest(0);  // ready
+    const std::string frame = "tick {\"n\": 12345}";
+    while (const std::int64_t n = control.receive_blocking()) {
+        for (std::int64_t i = 0; i < n; ++i) pub.send(zmq::buffer(frame), zmq::send_flags::none);
+    }
+    control.send_norequest(process_cpu_since(cpu));
+}
+
+void coproc_publisher(Control& control, const std::string& ep) {
+    coproc::Bus bus(ep);
+    auto pub = bus.publish();
+    pub.start();
+    pub.wait_for_subscribers(2, setup_timeout);  // "tick" and the readiness handshake
+    const double cpu = process_cpu_ns();
+    control.send_norequest(0);  // ready
+    const coproc::Json message{{"n", 12345}};
+    while (const std::int64_t n = control.receive_blocking()) {
+        for (std::int64_t i = 0; i < n; ++i) pub.put("tick", message);
+    }
+    pub.stop();
+    control.send_norequest(process_cpu_since(cpu));
+}
+
+// Ends the worker and adds its CPU time to ours for the per-message figure.
+void finish_xproc(benchmark::State& state, coproc::WorkerResource<Control>& w, double cpu_before) {
+    const double ours = process_cpu_ns() - cpu_before;
+    w.messenger().send_norequest(0);
+    const auto theirs = static_cast<double>(w.messenger().receive_blocking(setup_timeout));
+    (void)w.join(setup_timeout);
+    const double messages = double(state.iterations()) * batch;
+    state.counters["cpu_ns_per_msg"] = (ours + theirs) / messages;
+    state.counters["sub_cpu_ns_per_msg"] = ours / messages;  // the subscribing process alone
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * batch);
+}
+
+void BM_raw_pubsub_xproc(benchmark::State& state, const std::string& kind) {
+    const std::string ep = endpoint(kind);
+    coproc::WorkerResource<Control> w(raw_publisher, ep);
+    zmq::context_t ctx;
+    zmq::socket_t sub(ctx, zmq::socket_type::sub);
+    sub.set(zmq::sockopt::rcvhwm, 0);
+    sub.set(zmq::sockopt::rcvtimeo, 10'000);
+    sub.set(zmq::sockopt::subscribe, "tick ");
+    sub.connect(ep);
+    (void)w.messenger().receive_blocking(setup_timeout);  // its XPUB saw our subscription
+    const double cpu = process_cpu_ns();
+    for (auto _ : state) {
+        w.messenger().send_norequest(batch);
+        zmq::message_t msg;
+        for (int i = 0; i < batch; ++i) {
+            if (!sub.recv(msg)) std::abort();  // 10 s without a message: a bug, not a figure
+        }
+    }
+    finish_xproc(state, w, cpu);
+}
+
+void BM_coproc_bus_xproc(benchmark::State& state, const std::string& kind) {
+    const std::string ep = endpoint(kind);
+    coproc::WorkerResource<Control> w(coproc_publisher, ep);
+    auto sub = coproc::Bus(ep).subscribe("tick");
+    sub.wait_ready(setup_timeout);
+    (void)w.messenger().receive_blocking(setup_timeout);
+    const double cpu = process_cpu_ns();
+    for (auto _ : state) {
+        w.messenger().send_norequest(batch);
+        for (int i = 0; i < batch; ++i) {
+            auto m = sub.get(std::chrono::seconds(10));
+            if (!m) std::abort();
+            benchmark::DoNotOptimize(m);
+        }
+    }
+    finish_xproc(state, w, cpu);
+}
+
 }  // namespace
 
+BENCHMARK_CAPTURE(BM_raw_pubsub_xproc, ipc, std::string("ipc"))->UseRealTime();
+BENCHMARK_CAPTURE(BM_coproc_bus_xproc, ipc, std::string("ipc"))->UseRealTime();
+BENCHMARK_CAPTURE(BM_raw_pubsub_xproc, tcp, std::string("tcp"))->UseRealTime();
+BENCHMARK_CAPTURE(BM_coproc_bus_xproc, tcp, std::string("tcp"))->UseRealTime();
 BENCHMARK_CAPTURE(BM_raw_pubsub, ipc, std::string("ipc"), RawWork::none)->UseRealTime();
 BENCHMARK_CAPTURE(BM_coproc_bus, ipc, std::string("ipc"))->UseRealTime();
 BENCHMARK_CAPTURE(BM_raw_pubsub, tcp, std::string("tcp"), RawWork::none)->UseRealTime();
