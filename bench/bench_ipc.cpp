@@ -157,6 +157,27 @@ void BM_raw_fork_waitpid(benchmark::State& state) {
     state.SetItemsProcessed(state.iterations());
 }
 
+// The raw ping-pong timing every round trip: the machine's own tail, against
+// which coproc's p99 / median is read.
+void BM_raw_rtt_latency(benchmark::State& state) {
+    RawChild child([](int fd) {
+        char buf[16];
+        while (read_full(fd, buf, sizeof buf)) write_full(fd, buf, sizeof buf);
+    });
+    char msg[16] = "0123456789abcde";
+    std::vector<double> samples;
+    samples.reserve(1 << 20);
+    for (auto _ : state) {
+        const auto t0 = std::chrono::steady_clock::now();
+        write_full(child.fd, msg, sizeof msg);
+        read_full(child.fd, msg, sizeof msg);
+        samples.push_back(std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(samples.begin(), samples.end());
+    state.counters["p50_ns"] = samples[samples.size() / 2];
+    state.counters["p99_ns"] = samples[samples.size() * 99 / 100];
+}
+
 // ---------------------------------------------------------------- coproc
 
 template <class M>
@@ -426,6 +447,7 @@ void BM_zmq_stream64(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(BM_raw_rtt)->UseRealTime();
+BENCHMARK(BM_raw_rtt_latency)->UseRealTime();
 BENCHMARK(BM_coproc_rtt<coproc::PriorityMessenger<std::string>>)->Name("BM_coproc_rtt_priority")->UseRealTime();
 BENCHMARK(BM_coproc_rtt<coproc::MultiMessenger<std::string>>)->Name("BM_coproc_rtt_multi")->UseRealTime();
 BENCHMARK(BM_raw_stream64_single)->UseRealTime();
