@@ -34,98 +34,74 @@ Syscalls real_syscalls() noexcept { return {&real_recv, &real_recvmsg, &real_sen
 void reset_syscalls() noexcept { g_syscalls = real_syscalls(); }
 
 namespace {
-struct FdRegistry {
-    std::mutex mutex;
-    std::vector<int> fds;
-    pid_t owner = 0;  // the process these fds belong to
+// Entries that belong to one process: a forked child starts with an empty
+// list (what it inherited names fds it closed and ranges it unmapped at
+// start-up; fd numbers may be reused since). Thread-safe.
+template <class T>
+class ProcessList {
+public:
+    void add(T item) {
+        const std::lock_guard lock(mutex_);
+        forget_inherited();
+        items_.push_back(item);
+    }
+    template <class Pred>
+    void remove_first(Pred pred) noexcept {
+        const std::lock_guard lock(mutex_);
+        if (owner_ != ::getpid()) return;  // inherited: nothing of ours to remove
+        if (auto it = std::find_if(items_.begin(), items_.end(), pred); it != items_.end()) items_.erase(it);
+    }
+    std::vector<T> snapshot() {
+        const std::lock_guard lock(mutex_);
+        forget_inherited();
+        return items_;
+    }
+
+private:
+    void forget_inherited() {
+        const pid_t self = ::getpid();
+        if (owner_ != self) {
+            items_.clear();
+            owner_ = self;
+        }
+    }
+    std::mutex mutex_;
+    std::vector<T> items_;
+    pid_t owner_ = 0;
 };
 
-FdRegistry& registry() {
-    static auto* r = new FdRegistry;  // leaked: children and late destructors may still use it
-    return *r;
+// Leaked: children and late destructors may still use them.
+ProcessList<int>& fd_list() {
+    static auto* list = new ProcessList<int>;
+    return *list;
 }
-
-// In a worker that itself starts workers, the entries inherited from its
-// parent name fds it closed at start-up (their numbers may be reused since).
-void forget_inherited(FdRegistry& r) {
-    const pid_t self = ::getpid();
-    if (r.owner != self) {
-        r.fds.clear();
-        r.owner = self;
-    }
-}
-
-}  // namespace
-
-std::vector<int> registered_fds() {
-    auto& r = registry();
-    const std::lock_guard lock(r.mutex);
-    forget_inherited(r);
-    return r.fds;
-}
-
-namespace {
-struct RangeRegistry {
-    std::mutex mutex;
-    std::vector<DontforkRange> ranges;
-    pid_t owner = 0;
-};
-
-RangeRegistry& ranges() {
-    static auto* r = new RangeRegistry;  // leaked, as the fd registry
-    return *r;
-}
-
-// A worker that starts workers unmapped its inherited ranges at start-up.
-void forget_inherited(RangeRegistry& r) {
-    const pid_t self = ::getpid();
-    if (r.owner != self) {
-        r.ranges.clear();
-        r.owner = self;
-    }
+ProcessList<DontforkRange>& range_list() {
+    static auto* list = new ProcessList<DontforkRange>;
+    return *list;
 }
 }  // namespace
+
+std::vector<int> registered_fds() { return fd_list().snapshot(); }
 
 char* map_shared_dontfork(int fd, std::size_t size) noexcept {
     void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
     if (p == MAP_FAILED) return nullptr;
     (void)::madvise(p, size, MADV_DONTFORK);
     try {
-        auto& r = ranges();
-        const std::lock_guard lock(r.mutex);
-        forget_inherited(r);
-        r.ranges.push_back({p, size});
+        range_list().add({p, size});
     } catch (...) {  // bad_alloc: unrecorded, which only slows valgrind down
     }
     return static_cast<char*>(p);
 }
 
 void unmap_shared_dontfork(void* addr, std::size_t size) noexcept {
-    {
-        auto& r = ranges();
-        const std::lock_guard lock(r.mutex);
-        if (r.owner == ::getpid()) {
-            const auto it = std::find_if(r.ranges.begin(), r.ranges.end(),
-                                         [addr](const DontforkRange& d) { return d.addr == addr; });
-            if (it != r.ranges.end()) r.ranges.erase(it);
-        }
-    }
+    range_list().remove_first([addr](const DontforkRange& d) { return d.addr == addr; });
     (void)::munmap(addr, size);
 }
 
-std::vector<DontforkRange> dontfork_ranges() {
-    auto& r = ranges();
-    const std::lock_guard lock(r.mutex);
-    forget_inherited(r);
-    return r.ranges;
-}
+std::vector<DontforkRange> dontfork_ranges() { return range_list().snapshot(); }
 
-FdRegistration::FdRegistration(int fd) : fd_(fd) {
-    auto& r = registry();
-    const std::lock_guard lock(r.mutex);
-    forget_inherited(r);
-    r.fds.push_back(fd);
-}
+FdRegistration::FdRegistration(int fd) : fd_(fd) { fd_list().add(fd); }
 
 FdRegistration& FdRegistration::operator=(FdRegistration&& other) noexcept {
     if (this != &other) {
@@ -137,11 +113,8 @@ FdRegistration& FdRegistration::operator=(FdRegistration&& other) noexcept {
 
 void FdRegistration::reset() noexcept {
     if (fd_ < 0) return;
-    auto& r = registry();
-    const std::lock_guard lock(r.mutex);
-    if (r.owner == ::getpid()) {
-        if (auto it = std::find(r.fds.begin(), r.fds.end(), fd_); it != r.fds.end()) r.fds.erase(it);
-    }
+    const int fd = fd_;
+    fd_list().remove_first([fd](int registered) { return registered == fd; });
     fd_ = -1;
 }
 
