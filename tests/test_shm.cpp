@@ -225,6 +225,22 @@ TEST_CASE("workers: large round trips, and forked workers do not inherit slots",
     CHECK(w.terminate(10s).signaled());
 }
 
+TEST_CASE("slot mappings are forgotten when their messengers go: a later child unmaps nothing stale", "[shm]") {
+    const std::size_t before = detail::dontfork_ranges().size();
+    {
+        auto [worker, host] = coproc::PriorityMessenger<std::string>::new_pair(small_threshold());
+        host.send_request(pattern(std::size_t{1} << 20, 1));
+        CHECK(worker.receive_blocking(5s).size() == std::size_t{1} << 20);
+        worker.send_reply(pattern(std::size_t{1} << 20, 2));
+        CHECK(host.receive_blocking(5s).size() == std::size_t{1} << 20);
+        // Each side's sending slot and its mapping of the other's.
+        CHECK(detail::dontfork_ranges().size() == before + 4);
+    }
+    // A stale entry would make the next forked worker munmap whatever the
+    // host has mapped at that address since.
+    CHECK(detail::dontfork_ranges().size() == before);
+}
+
 namespace {
 void send_three_then_die(coproc::PriorityMessenger<std::string>& m) {
     for (unsigned i = 0; i < 3; ++i) m.send_norequest(pattern(std::size_t{1} << 20, i));
