@@ -56,6 +56,20 @@ public:
         forget_inherited();
         return items_;
     }
+    // For a fork: returns the entries and stays locked until unlock(). A
+    // default mutex may be unlocked in the child, whose one thread is the
+    // one that locked it.
+    std::vector<T> lock_and_snapshot() {
+        mutex_.lock();
+        try {
+            forget_inherited();
+            return items_;
+        } catch (...) {
+            mutex_.unlock();
+            throw;
+        }
+    }
+    void unlock() noexcept { mutex_.unlock(); }
 
 private:
     void forget_inherited() {
@@ -100,6 +114,23 @@ void unmap_shared_dontfork(void* addr, std::size_t size) noexcept {
 }
 
 std::vector<DontforkRange> dontfork_ranges() { return range_list().snapshot(); }
+
+RegistrySnapshot::RegistrySnapshot() {
+    fds = fd_list().lock_and_snapshot();
+    try {
+        ranges = range_list().lock_and_snapshot();
+    } catch (...) {
+        fd_list().unlock();
+        throw;
+    }
+    held_ = true;
+}
+
+void RegistrySnapshot::release() noexcept {
+    if (!std::exchange(held_, false)) return;
+    range_list().unlock();
+    fd_list().unlock();
+}
 
 FdRegistration::FdRegistration(int fd) : fd_(fd) { fd_list().add(fd); }
 

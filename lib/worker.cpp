@@ -58,11 +58,11 @@ bool is_crash_signal(int sig) {
 
 // Runs in the child between fork and the body: async-signal-safe calls only,
 // no allocation (another thread of the parent may have held the heap lock).
-[[noreturn]] void start_child(const std::vector<DontforkRange>& unmap, const std::vector<int>& close_fds, int channel_fd, int exit_pipe_read, pid_t parent,
+[[noreturn]] void start_child(RegistrySnapshot& registries, int channel_fd, int exit_pipe_read, pid_t parent,
                               int death_signal, ChildBody body, void* context) {
     // First, before anything here could map memory into these holes: the
     // kernel did not copy these mappings; tell valgrind, which thinks it did.
-    for (const DontforkRange& r : unmap) (void)::munmap(r.addr, r.size);
+    for (const DontforkRange& r : registries.ranges) (void)::munmap(r.addr, r.size);
     // Default dispositions, then unblock: a parent handler must never
     // run in the child. Catch2 and other frameworks install crash handlers.
     struct sigaction dfl {};
@@ -74,9 +74,10 @@ bool is_crash_signal(int sig) {
     sigset_t none;
     sigemptyset(&none);
     (void)::pthread_sigmask(SIG_SETMASK, &none, nullptr);
-    for (const int fd : close_fds) {
+    for (const int fd : registries.fds) {
         if (fd != channel_fd) (void)::close(fd);
     }
+    registries.release_in_child();
     if (exit_pipe_read >= 0) (void)::close(exit_pipe_read);  // we keep only the write end
     if (death_signal != 0) {
         (void)::prctl(PR_SET_PDEATHSIG, death_signal);
@@ -101,10 +102,11 @@ std::unique_ptr<ChildProcess> ChildProcess::fork(int channel_fd, int parent_deat
         exit_read.reset(p[0]);
         exit_write.reset(p[1]);
     }
-    const std::vector<int> close_fds = registered_fds();
-    const std::vector<DontforkRange> unmap = dontfork_ranges();
     const pid_t parent = ::getpid();
     std::fflush(nullptr);  // or buffered output would be written twice
+    // Locked from here to the fork (see RegistrySnapshot); may throw, so
+    // before the signal mask changes.
+    RegistrySnapshot registries;
 
     // Block all but the crash signals around fork, so no handler runs in the
     // child before its dispositions are reset.
@@ -115,8 +117,9 @@ std::unique_ptr<ChildProcess> ChildProcess::fork(int channel_fd, int parent_deat
     }
     (void)::pthread_sigmask(SIG_SETMASK, &all, &old);
     const pid_t pid = ::fork();
-    if (pid == 0) start_child(unmap, close_fds, channel_fd, exit_read.get(), parent, parent_death_signal, body, context);
+    if (pid == 0) start_child(registries, channel_fd, exit_read.get(), parent, parent_death_signal, body, context);
     const int fork_errno = errno;
+    registries.release();
     (void)::pthread_sigmask(SIG_SETMASK, &old, nullptr);
     if (pid < 0) throw SpawnError(fmt::format("coproc: fork failed: {}", std::strerror(fork_errno)));
 

@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -223,6 +224,38 @@ TEST_CASE("workers: large round trips, and forked workers do not inherit slots",
     coproc::WorkerResource<coproc::PriorityMessenger<std::string>> second(count_inherited_slots);
     CHECK(second.join(10s) == coproc::ExitStatus::exited_with(0));
     CHECK(w.terminate(10s).signaled());
+}
+
+TEST_CASE("workers start while another thread maps and unmaps slots: no deadlock, nothing stale", "[shm]") {
+    // Fork with another thread running (the README advises against it; the
+    // registries must still hold): that thread's registrations wait for each
+    // fork instead of racing its snapshot.
+    const std::size_t ranges_before = detail::dontfork_ranges().size();
+    const std::size_t fds_before = detail::registered_fds().size();
+    std::atomic<bool> stop{false};
+    std::atomic<int> churned{0};
+    std::thread churn([&] {
+        while (!stop.load()) {
+            auto [a, b] = coproc::MultiMessenger<std::string>::new_pair(small_threshold());
+            a.send_norequest(pattern(std::size_t{1} << 20, 3));
+            if (b.receive_blocking(5s).size() != std::size_t{1} << 20) return;
+            churned.fetch_add(1);
+        }
+    });
+    coproc::WorkerOptions options;
+    options.messenger = small_threshold();
+    for (unsigned i = 0; i < 20; ++i) {
+        coproc::WorkerResource<coproc::PriorityMessenger<std::string>> w(options, echo_big);
+        const std::string s = pattern(std::size_t{64} << 10, i);
+        w.messenger().send_request(s);
+        CHECK(w.messenger().receive_blocking(10s) == s + "!");
+        CHECK(w.join(10s) == coproc::ExitStatus::exited_with(0));
+    }
+    stop = true;
+    churn.join();
+    CHECK(churned.load() > 0);
+    CHECK(detail::dontfork_ranges().size() == ranges_before);
+    CHECK(detail::registered_fds().size() == fds_before);
 }
 
 TEST_CASE("slot mappings are forgotten when their messengers go: a later child unmaps nothing stale", "[shm]") {

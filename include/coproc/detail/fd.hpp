@@ -123,6 +123,30 @@ void unmap_shared_dontfork(void* addr, std::size_t size) noexcept;
 /// thing: a no-op for the kernel, which never copied them.
 [[nodiscard]] std::vector<DontforkRange> dontfork_ranges();
 
+/// What a forked child must close and unmap, taken with both registries
+/// locked; they stay locked until release() (the parent, right after fork)
+/// or release_in_child(). So another thread cannot deregister an fd and reuse
+/// its number, or unmap a range and map something else there, between the
+/// snapshot and the fork: the child would close or unmap what is not ours.
+/// The other threads' registrations wait for the fork meanwhile.
+class RegistrySnapshot {
+public:
+    RegistrySnapshot();  // throws std::bad_alloc (then nothing stays locked)
+    ~RegistrySnapshot() { release(); }
+    RegistrySnapshot(const RegistrySnapshot&) = delete;
+    RegistrySnapshot& operator=(const RegistrySnapshot&) = delete;
+    /// Unlocks (in the parent). Idempotent.
+    void release() noexcept;
+    /// Unlocks the child's copies of the locks, which fork copied locked.
+    void release_in_child() noexcept { release(); }
+
+    std::vector<int> fds;
+    std::vector<DontforkRange> ranges;
+
+private:
+    bool held_ = false;
+};
+
 struct SocketPair {
     UniqueFd first;
     UniqueFd second;
