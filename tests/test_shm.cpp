@@ -226,6 +226,11 @@ TEST_CASE("workers: large round trips, and forked workers do not inherit slots",
     CHECK(w.terminate(10s).signaled());
 }
 
+// Not under ASan: g++ 12's ASan allocator takes no lock around fork, so a
+// child forked while the other thread allocates can block forever in its
+// first malloc (seen: SizeClassAllocator64::GetFromAllocator). glibc's malloc
+// is fork-safe, so the normal build runs it (and its exit-pipe variant).
+#if !defined(__SANITIZE_ADDRESS__)
 TEST_CASE("workers start while another thread maps and unmaps slots: no deadlock, nothing stale", "[shm]") {
     // Fork with another thread running (the README advises against it; the
     // registries must still hold): that thread's registrations wait for each
@@ -257,6 +262,7 @@ TEST_CASE("workers start while another thread maps and unmaps slots: no deadlock
     CHECK(detail::dontfork_ranges().size() == ranges_before);
     CHECK(detail::registered_fds().size() == fds_before);
 }
+#endif
 
 TEST_CASE("slot mappings are forgotten when their messengers go: a later child unmaps nothing stale", "[shm]") {
     const std::size_t before = detail::dontfork_ranges().size();
