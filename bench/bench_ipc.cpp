@@ -78,11 +78,29 @@ struct RawChild {
     }
 };
 
+// Echoes 16-byte messages until EOF.
+void raw_echo16(int fd) {
+    char buf[16];
+    while (read_full(fd, buf, sizeof buf)) write_full(fd, buf, sizeof buf);
+}
+
+// Runs `round_trip` once per iteration, timing each: p50 and p99 as counters.
+template <class F>
+void time_each(benchmark::State& state, F round_trip) {
+    std::vector<double> samples;
+    samples.reserve(1 << 20);
+    for (auto _ : state) {
+        const auto t0 = std::chrono::steady_clock::now();
+        round_trip();
+        samples.push_back(std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(samples.begin(), samples.end());
+    state.counters["p50_ns"] = samples[samples.size() / 2];
+    state.counters["p99_ns"] = samples[samples.size() * 99 / 100];
+}
+
 void BM_raw_rtt(benchmark::State& state) {
-    RawChild child([](int fd) {
-        char buf[16];
-        while (read_full(fd, buf, sizeof buf)) write_full(fd, buf, sizeof buf);
-    });
+    RawChild child(raw_echo16);
     char msg[16] = "0123456789abcde";
     for (auto _ : state) {
         write_full(child.fd, msg, sizeof msg);
@@ -172,22 +190,12 @@ void BM_raw_fork_waitpid(benchmark::State& state) {
 // The raw ping-pong timing every round trip: the machine's own tail, against
 // which coproc's p99 / median is read.
 void BM_raw_rtt_latency(benchmark::State& state) {
-    RawChild child([](int fd) {
-        char buf[16];
-        while (read_full(fd, buf, sizeof buf)) write_full(fd, buf, sizeof buf);
-    });
+    RawChild child(raw_echo16);
     char msg[16] = "0123456789abcde";
-    std::vector<double> samples;
-    samples.reserve(1 << 20);
-    for (auto _ : state) {
-        const auto t0 = std::chrono::steady_clock::now();
+    time_each(state, [&] {
         write_full(child.fd, msg, sizeof msg);
         read_full(child.fd, msg, sizeof msg);
-        samples.push_back(std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count());
-    }
-    std::sort(samples.begin(), samples.end());
-    state.counters["p50_ns"] = samples[samples.size() / 2];
-    state.counters["p99_ns"] = samples[samples.size() * 99 / 100];
+    });
 }
 
 // ---------------------------------------------------------------- coproc
@@ -215,17 +223,10 @@ void BM_coproc_rtt_latency(benchmark::State& state) {
     coproc::WorkerResource<M> w(&echo<M>);
     auto& m = w.messenger();
     const std::string msg = "0123456789abcdef";
-    std::vector<double> samples;
-    samples.reserve(1 << 20);
-    for (auto _ : state) {
-        const auto t0 = std::chrono::steady_clock::now();
+    time_each(state, [&] {
         m.send_request(msg);
         benchmark::DoNotOptimize(m.receive_blocking());
-        samples.push_back(std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count());
-    }
-    std::sort(samples.begin(), samples.end());
-    state.counters["p50_ns"] = samples[samples.size() / 2];
-    state.counters["p99_ns"] = samples[samples.size() * 99 / 100];
+    });
 }
 
 // Counts incoming 64-byte messages and acknowledges each batch on channel 1.
@@ -270,15 +271,21 @@ void large_sink(coproc::PriorityMessenger<std::string>& m) {
     }
 }
 
+// large_warmup untimed request/reply round trips of `payload`.
+template <class M, class P>
+void warm_up(M& m, const P& payload) {
+    for (int i = 0; i < large_warmup; ++i) {
+        m.send_request(payload);
+        (void)m.receive_blocking();
+    }
+}
+
 void BM_coproc_large(benchmark::State& state) {
     const auto size = static_cast<std::size_t>(state.range(0));
     coproc::WorkerResource<coproc::PriorityMessenger<std::string>> w(large_sink);
     auto& m = w.messenger();
     const std::string payload(size, 'x');
-    for (int i = 0; i < large_warmup; ++i) {
-        m.send_request(payload);
-        (void)m.receive_blocking();
-    }
+    warm_up(m, payload);
     for (auto _ : state) {
         m.send_request(payload);
         benchmark::DoNotOptimize(m.receive_blocking());
@@ -300,10 +307,7 @@ void BM_coproc_large_blob(benchmark::State& state) {
     coproc::WorkerResource<coproc::PriorityMessenger<coproc::Blob>> w(blob_sink);
     auto& m = w.messenger();
     const coproc::Blob payload = coproc::Blob::copy_of(std::string(size, 'x'));
-    for (int i = 0; i < large_warmup; ++i) {
-        m.send_request(payload);
-        (void)m.receive_blocking();
-    }
+    warm_up(m, payload);
     for (auto _ : state) {
         m.send_request(payload);
         benchmark::DoNotOptimize(m.receive_blocking());

@@ -52,7 +52,7 @@ int main() {
     }
     // One slot served all three: the worker popped each image before the next.
     fmt::print("shared memory mapped by the host for its sends: {} MiB\n", m.link().shared_memory_mapped() >> 20);
-    fmt::print("worker exit: {}\n", w.join(30s));  // generous: valgrind runs this too
+    fmt::print("worker exit: {}\n", w.join(5s));
 
     coproc::WorkerResource<BlobMessenger> in_place(brightness_in_place);
     coproc::Blob image = coproc::Blob::uninitialized(pixels);

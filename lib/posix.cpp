@@ -52,9 +52,9 @@ public:
         if (auto it = std::find_if(items_.begin(), items_.end(), pred); it != items_.end()) items_.erase(it);
     }
     std::vector<T> snapshot() {
-        const std::lock_guard lock(mutex_);
-        forget_inherited();
-        return items_;
+        std::vector<T> items = lock_and_snapshot();
+        unlock();
+        return items;
     }
     // For a fork: returns the entries and stays locked until unlock(). A
     // default mutex may be unlocked in the child, whose one thread is the
