@@ -310,8 +310,9 @@ struct SubscriberState {
     std::deque<BusMessage> stash;  // received while waiting for readiness
     SubscriberStats stats;
 
-    // Reads one frame (waiting up to `timeout_ms`, -1 forever). Returns a
-    // message to deliver, or nullopt (nothing, or a frame that was dropped).
+    // Reads one frame (waiting up to `timeout_ms`, -1 forever, 0 not at all).
+    // Returns a message to deliver, or nullopt (nothing, or a frame that was
+    // dropped).
     std::optional<BusMessage> read_one(int timeout_ms, bool& got_frame) {
         got_frame = false;
         auto& sock = *socket;
@@ -370,15 +371,24 @@ struct SubscriberState {
         return message;
     }
 
-    std::optional<BusMessage> next(Deadline deadline) {
+    // The next message: waits at most `timeout` (nullopt: forever).
+    std::optional<BusMessage> next(std::optional<Clock::duration> timeout) {
         if (!stash.empty()) {
             BusMessage m = std::move(stash.front());
             stash.pop_front();
             return m;
         }
+        // Frames already there are read without a clock read: a subscriber
+        // that keeps up with a stream rarely waits, and each clock read costs
+        // ~30 ns here (kvm-clock), a fifth of parsing a small message.
+        bool got_frame = true;
+        while (got_frame) {
+            if (auto m = read_one(0, got_frame)) return m;
+        }
+        if (timeout && *timeout <= Clock::duration::zero()) return std::nullopt;
+        const Deadline deadline = timeout ? deadline_after(*timeout) : std::nullopt;
         for (;;) {
             const int timeout_ms = poll_timeout(deadline);
-            bool got_frame = false;
             if (auto m = read_one(timeout_ms, got_frame)) return m;
             if (!got_frame && deadline && Clock::now() >= *deadline) return std::nullopt;
             if (!got_frame && timeout_ms == 0) return std::nullopt;
@@ -395,10 +405,10 @@ Subscriber::Subscriber(Subscriber&&) noexcept = default;
 Subscriber& Subscriber::operator=(Subscriber&&) noexcept = default;
 Subscriber::~Subscriber() = default;
 
-std::optional<BusMessage> Subscriber::get() { return state_->next(Clock::now()); }
+std::optional<BusMessage> Subscriber::get() { return state_->next(Clock::duration::zero()); }
 std::optional<BusMessage> Subscriber::get(bool block) { return block ? state_->next(std::nullopt) : get(); }
 std::optional<BusMessage> Subscriber::get(std::chrono::nanoseconds timeout) {
-    return state_->next(deadline_after(timeout));
+    return state_->next(std::chrono::duration_cast<Clock::duration>(timeout));
 }
 
 void Subscriber::wait_ready(std::chrono::nanoseconds timeout) {
