@@ -35,10 +35,9 @@ std::string_view take_string(std::string_view payload, std::size_t& pos) {
 
 }  // namespace
 
-std::size_t begin_frame(std::string& out, FrameKind kind, const Channel& channel, double priority) {
-    const std::size_t start = out.size();
-    out.resize(start + frame_header_size);
-    char* h = out.data() + start;
+namespace {
+// The 32-byte header; the body length (bytes 24..31) is written by the caller.
+void write_header(char* h, FrameKind kind, const Channel& channel, double priority) {
     h[0] = static_cast<char>(frame_magic);
     h[1] = static_cast<char>(kind);
     h[2] = static_cast<char>(channel.is_none() ? 0 : channel.is_integer() ? 1 : 2);
@@ -52,8 +51,24 @@ std::size_t begin_frame(std::string& out, FrameKind kind, const Channel& channel
     if (std::isnan(priority)) priority = std::numeric_limits<double>::infinity();
     put_le(h + 16, std::bit_cast<std::uint64_t>(priority));
     put_le(h + 24, std::uint64_t{0});
+}
+}  // namespace
+
+std::size_t begin_frame(std::string& out, FrameKind kind, const Channel& channel, double priority) {
+    const std::size_t start = out.size();
+    out.resize(start + frame_header_size);
+    write_header(out.data() + start, kind, channel, priority);
     if (channel.is_string()) out.append(channel.string());
     return start;
+}
+
+HelloFrame hello_frame(std::uint64_t fingerprint) noexcept {
+    HelloFrame f{};
+    write_header(f.data(), FrameKind::hello, Channel{}, 0.0);  // no channel name: cannot throw
+    put_le(f.data() + 24, std::uint64_t{hello_payload_size});
+    put_le(f.data() + frame_header_size, protocol_version);
+    put_le(f.data() + frame_header_size + 4, fingerprint);
+    return f;
 }
 
 void mark_shm_frame(std::string& out, std::size_t start) noexcept { out[start + 3] = static_cast<char>(frame_flag_shm); }
@@ -76,15 +91,8 @@ void append_frame(std::string& out, FrameKind kind, const Channel& channel, doub
     finish_frame(out, start, max_frame_size);
 }
 
-std::string encode_hello(std::uint64_t fingerprint) {
-    std::string s(12, '\0');
-    put_le(s.data(), protocol_version);
-    put_le(s.data() + 4, fingerprint);
-    return s;
-}
-
 void check_hello(std::string_view payload, std::uint64_t fingerprint) {
-    if (payload.size() != 12) throw ProtocolError("coproc: malformed hello frame");
+    if (payload.size() != hello_payload_size) throw ProtocolError("coproc: malformed hello frame");
     const auto version = get_le<std::uint32_t>(payload.data());
     if (version != protocol_version)
         throw ProtocolError("coproc: peer speaks protocol version " + std::to_string(version) + ", this side " +
@@ -213,14 +221,21 @@ long FrameReader::fill_impl(int fd, bool block) {
         // (A complete large frame not yet taken by next(): what follows it
         // goes to the normal buffer, behind it in order.)
         if (begin_ == end_) begin_ = end_ = 0;
+        // Reads ask for 64 KiB once a read has filled the buffer; until then
+        // for what one heap page holds. A worker that trades a few small
+        // messages then writes one page, not a 64 KiB span: right after
+        // fork every heap page written is a copy-on-write fault, in the
+        // worker and in its host (~4 of a worker start's faults).
         constexpr std::size_t chunk = 64 * 1024;
+        constexpr std::size_t first_chunk = 4096 - 64;  // a page, less malloc's header
         const std::size_t missing = need_ > end_ - begin_ ? need_ - (end_ - begin_) : 0;
-        reserve_tail(std::max(missing, chunk));
+        reserve_tail(std::max(missing, filled_once_ ? chunk : first_chunk));
         dest = buf_.get() + end_;
         space = cap_ - end_;
     }
     const long n = block ? recv_blocking(fd, dest, space) : recv_some(fd, dest, space);
     last_short_ = n >= 0 && static_cast<std::size_t>(n) < space;
+    if (n >= 0 && !last_short_) filled_once_ = true;
     if (n > 0) {
         if (into_large)
             large_filled_ += static_cast<std::size_t>(n);

@@ -22,10 +22,9 @@ Link::Link(UniqueFd fd, UniqueFd side, std::uint64_t fingerprint, std::size_t ma
       fingerprint_(fingerprint),
       shm_threshold_(side_ ? large.threshold : 0),
       shm_out_(large.limit) {
-    std::string hello;
-    append_frame(hello, FrameKind::hello, Channel{}, 0.0, encode_hello(fingerprint), max_frame_size);
+    const HelloFrame hello = hello_frame(fingerprint);
     try {
-        (void)send(hello, std::nullopt);
+        (void)send(std::string_view(hello.data(), hello.size()), std::nullopt);
     } catch (const ChannelClosed&) {
         // The peer already ran and exited (a worker can be that fast). What it
         // sent is still in our socket; the next send will raise.

@@ -84,15 +84,19 @@ private:
     pid_t owner_ = 0;
 };
 
-// Leaked: children and late destructors may still use them.
-ProcessList<int>& fd_list() {
-    static auto* list = new ProcessList<int>;
-    return *list;
+// Leaked: children and late destructors may still use them. One object, so
+// a forked child that unlocks and updates both writes one heap page (each is
+// a copy-on-write fault there).
+struct Registries {
+    ProcessList<int> fds;
+    ProcessList<DontforkRange> ranges;
+};
+Registries& registries() {
+    static auto* r = new Registries;
+    return *r;
 }
-ProcessList<DontforkRange>& range_list() {
-    static auto* list = new ProcessList<DontforkRange>;
-    return *list;
-}
+ProcessList<int>& fd_list() { return registries().fds; }
+ProcessList<DontforkRange>& range_list() { return registries().ranges; }
 }  // namespace
 
 std::vector<int> registered_fds() { return fd_list().snapshot(); }

@@ -110,8 +110,20 @@ TEST_CASE("sending a message larger than the maximum frame is refused", "[frame]
 }
 
 TEST_CASE("hello and error payloads check their contents", "[frame]") {
-    check_hello(encode_hello(77), 77);
-    CHECK_THROWS_AS(check_hello(encode_hello(77), 78), coproc::ProtocolError);
+    // The hello frame is built without a std::string; it must read back as
+    // the same frame append_frame would have made.
+    const HelloFrame hello = hello_frame(77);
+    FrameReader r;
+    r.feed(std::string_view(hello.data(), hello.size()));
+    const auto f = r.next();
+    REQUIRE(f);
+    CHECK(f->kind == FrameKind::hello);
+    CHECK(f->channel == Channel{});
+    CHECK(f->priority == 0.0);
+    CHECK(f->payload.size() == hello_payload_size);
+    check_hello(f->payload, 77);
+    CHECK_THROWS_AS(check_hello(f->payload, 78), coproc::ProtocolError);
+    CHECK_FALSE(r.next());  // nothing after it: the length field is exact
     CHECK_THROWS_AS(check_hello("short", 77), coproc::ProtocolError);
     CHECK_THROWS_AS(throw_error_payload(encode_error("std::range_error", "r")), std::range_error);
     CHECK_THROWS_AS(throw_error_payload(encode_error("x", "y").substr(0, 6)), coproc::ProtocolError);

@@ -316,10 +316,8 @@ struct RawPeer {
         auto ends = detail::make_link_pair();
         if (!with_side) ends.second.side.reset();
         RawPeer p{std::move(ends.first.stream), std::move(ends.first.side), Target(std::move(ends.second))};
-        std::string hello;
-        detail::append_frame(hello, detail::FrameKind::hello, Channel{}, 0.0,
-                             detail::encode_hello(detail::fnv1a(typeid(std::string).name())), detail::default_max_frame_size);
-        p.send(hello, -1);
+        const auto hello = detail::hello_frame(detail::type_fingerprint<std::string>);
+        p.send(std::string(hello.data(), hello.size()), -1);
         return p;
     }
 

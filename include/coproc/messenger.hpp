@@ -101,7 +101,7 @@ public:
     /// Takes one end of a link (detail::make_link_pair) and sends the startup
     /// hello frame. Used by WorkerResource; rarely needed directly.
     explicit BasicMessenger(detail::LinkEnd end, MessengerOptions messenger_options = {})
-        : link_(std::move(end.stream), std::move(end.side), detail::fnv1a(typeid(Msg).name()),
+        : link_(std::move(end.stream), std::move(end.side), detail::type_fingerprint<Msg>,
                 messenger_options.max_frame_size,
                 {messenger_options.shared_memory_threshold, messenger_options.shared_memory_limit}) {}
     /// A bare connected stream socket: the same, without the shared-memory

@@ -20,12 +20,14 @@
 // the reader parses every complete frame out of one read().
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <typeinfo>
 #include <memory>
 #include <utility>
 
@@ -88,8 +90,12 @@ void mark_shm_frame(std::string& out, std::size_t start) noexcept;
 void append_frame(std::string& out, FrameKind kind, const Channel& channel, double priority, std::string_view payload,
                   std::size_t max_frame_size);
 
-/// Hello payload: protocol version and message-type fingerprint.
-[[nodiscard]] std::string encode_hello(std::uint64_t fingerprint);
+/// The hello frame: protocol version and message-type fingerprint. Built
+/// without allocating (a worker sends it first thing after fork, where each
+/// heap page written is a copy-on-write fault).
+inline constexpr std::size_t hello_payload_size = 12;
+using HelloFrame = std::array<char, frame_header_size + hello_payload_size>;
+[[nodiscard]] HelloFrame hello_frame(std::uint64_t fingerprint) noexcept;
 /// Throws ProtocolError on a version or fingerprint mismatch, or bad bytes.
 void check_hello(std::string_view payload, std::uint64_t fingerprint);
 /// Error payload: the exception's type name and message.
@@ -163,6 +169,7 @@ private:
     std::size_t large_name_len_ = 0;
     Bytes spare_;  // a recycled large-frame buffer
     bool last_short_ = false;
+    bool filled_once_ = false;  // a read filled the buffer: read 64 KiB at a time from now on
 };
 
 /// FNV-1a 64-bit hash, used for message-type fingerprints.
@@ -174,5 +181,11 @@ private:
     }
     return h;
 }
+
+/// The hello fingerprint of message type T, computed once at program start:
+/// a forked worker then reads a number instead of the type's name (a page of
+/// the C++ runtime it would otherwise fault in).
+template <class T>
+inline const std::uint64_t type_fingerprint = fnv1a(typeid(T).name());
 
 }  // namespace coproc::detail
