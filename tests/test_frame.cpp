@@ -159,3 +159,27 @@ TEST_CASE("reading on after a large frame is complete keeps the bytes behind it 
     CHECK(second->channel == Channel{2});
     CHECK(second->payload == "small");
 }
+
+TEST_CASE("a reader starts with one page and grows once a read fills it", "[frame]") {
+    // A fresh worker writes as few heap pages as it can (each is a fault
+    // after fork); a stream must still be read in large chunks after that.
+    auto sockets = make_socketpair();
+    std::string bytes;
+    for (int i = 0; i < 1000; ++i) bytes += frame(FrameKind::data, Channel{i}, 0.0, "payload of a small frame");
+    REQUIRE(bytes.size() > 3 * 4096);
+    REQUIRE(::send(sockets.first.get(), bytes.data(), bytes.size(), 0) == static_cast<ssize_t>(bytes.size()));
+    FrameReader r;
+    const long first = r.fill(sockets.second.get());
+    CHECK(first > 0);
+    CHECK(first < 4096);          // one page's worth
+    CHECK_FALSE(r.last_fill_short());  // it filled the buffer: more is waiting
+    int next = 0;
+    while (auto f = r.next()) CHECK(f->channel == Channel{next++});
+    const long second = r.fill(sockets.second.get());
+    CHECK(second > 4096);  // grown
+    while (auto f = r.next()) CHECK(f->channel == Channel{next++});
+    while (r.fill(sockets.second.get()) > 0) {
+        while (auto f = r.next()) CHECK(f->channel == Channel{next++});
+    }
+    CHECK(next == 1000);  // every frame, in order
+}
