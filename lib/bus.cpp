@@ -380,7 +380,7 @@ struct SubscriberState {
         }
         // Frames already there are read without a clock read: a subscriber
         // that keeps up with a stream rarely waits, and each clock read costs
-        // ~30 ns here (kvm-clock), a fifth of parsing a small message.
+        // ~27 ns here (kvm-clock), half of parsing {"n": 12345} (~60 ns).
         bool got_frame = true;
         while (got_frame) {
             if (auto m = read_one(0, got_frame)) return m;
