@@ -222,12 +222,14 @@ long FrameReader::fill_impl(int fd, bool block) {
         // goes to the normal buffer, behind it in order.)
         if (begin_ == end_) begin_ = end_ = 0;
         // Reads ask for 64 KiB once a read has filled the buffer; until then
-        // for what one heap page holds. A worker that trades a few small
-        // messages then writes one page, not a 64 KiB span: right after
-        // fork every heap page written is a copy-on-write fault, in the
-        // worker and in its host (~4 of a worker start's faults).
+        // for 1 KiB. Right after fork every page written is a page fault,
+        // in the worker and in its host: a worker that trades a few small
+        // messages writes part of one heap page, not a 64 KiB span, and a
+        // block this small comes from malloc's per-thread cache (at most
+        // 1032 bytes), so the host's start and join of a worker leave
+        // malloc's arena page untouched too.
         constexpr std::size_t chunk = 64 * 1024;
-        constexpr std::size_t first_chunk = 4096 - 64;  // a page, less malloc's header
+        constexpr std::size_t first_chunk = 1024 - 16;  // malloc's chunk: 1 KiB with its header
         const std::size_t missing = need_ > end_ - begin_ ? need_ - (end_ - begin_) : 0;
         reserve_tail(std::max(missing, filled_once_ ? chunk : first_chunk));
         dest = buf_.get() + end_;

@@ -23,15 +23,12 @@ Link::Link(UniqueFd fd, UniqueFd side, std::uint64_t fingerprint, std::size_t ma
       shm_threshold_(side_ ? large.threshold : 0),
       shm_out_(large.limit) {
     const HelloFrame hello = hello_frame(fingerprint);
-    try {
-        (void)send(std::string_view(hello.data(), hello.size()), std::nullopt);
-    } catch (const ChannelClosed&) {
-        // The peer already ran and exited (a worker can be that fast). What it
-        // sent is still in our socket; the next send will raise.
-    }
+    // peer_closed: the peer already ran and exited (a worker can be that
+    // fast). What it sent is still in our socket; the next send will raise.
+    (void)send(std::string_view(hello.data(), hello.size()), std::nullopt);
 }
 
-std::size_t Link::write_until(std::span<iovec> segments, Deadline deadline) {
+std::size_t Link::write_until(std::span<iovec> segments, Deadline deadline, bool& closed) {
     std::size_t off = 0;
     while (!segments.empty()) {
         if (segments.front().iov_len == 0) {
@@ -51,7 +48,7 @@ std::size_t Link::write_until(std::span<iovec> segments, Deadline deadline) {
                     if (first.iov_len == 0) segments = segments.subspan(1);
                 }
                 break;
-            case SendResult::peer_closed: raise_peer_closed();
+            case SendResult::peer_closed: closed = true; return off;
             case SendResult::would_block: {
                 // While we wait for room, take in what the peer writes: a peer
                 // blocked sending to us could otherwise never read what we
@@ -68,13 +65,16 @@ std::size_t Link::write_until(std::span<iovec> segments, Deadline deadline) {
 }
 
 SendOutcome Link::send_segments(std::span<iovec> segments, std::size_t total, Deadline deadline) {
+    bool closed = false;
     if (!pending_.empty()) {
         iovec rest{pending_.data(), pending_.size()};
-        const std::size_t n = write_until(std::span<iovec>(&rest, 1), deadline);
+        const std::size_t n = write_until(std::span<iovec>(&rest, 1), deadline, closed);
         pending_.erase(0, n);
+        if (closed) return SendOutcome::peer_closed;
         if (!pending_.empty()) return SendOutcome::timed_out;
     }
-    const std::size_t n = write_until(segments, deadline);
+    const std::size_t n = write_until(segments, deadline, closed);
+    if (closed) return SendOutcome::peer_closed;
     if (n == total) return SendOutcome::sent;
     if (n == 0) return SendOutcome::timed_out;
     // Part of a frame is in the stream: it cannot be taken back, so the rest
@@ -132,8 +132,8 @@ std::optional<SendOutcome> Link::send_through_slot(std::size_t start, std::size_
         shm_out_.abandon(grant);  // the peer is gone; nothing refers to the slot
         throw;
     }
-    if (outcome == SendOutcome::timed_out)
-        shm_out_.abandon(grant);
+    if (outcome == SendOutcome::timed_out || outcome == SendOutcome::peer_closed)
+        shm_out_.abandon(grant);  // nothing (or nobody) refers to the slot
     else
         shm_out_.sent(grant);
     return outcome;

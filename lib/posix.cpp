@@ -2,6 +2,7 @@
 // I/O that never raises SIGPIPE (MSG_NOSIGNAL on every send).
 #include "coproc/detail/fd.hpp"
 #include "coproc/detail/syscalls.hpp"
+#include "raw_syscall.hpp"
 
 #include <poll.h>
 #include <sys/mman.h>
@@ -42,27 +43,28 @@ class ProcessList {
 public:
     void add(T item) {
         const std::lock_guard lock(mutex_);
-        forget_inherited();
+        forget_inherited(::getpid());
         items_.push_back(item);
     }
+    // No pid check (getpid is a system call): in a process that inherited
+    // the list, removing an entry it names is as right as keeping it.
     template <class Pred>
     void remove_first(Pred pred) noexcept {
         const std::lock_guard lock(mutex_);
-        if (owner_ != ::getpid()) return;  // inherited: nothing of ours to remove
         if (auto it = std::find_if(items_.begin(), items_.end(), pred); it != items_.end()) items_.erase(it);
     }
     std::vector<T> snapshot() {
-        std::vector<T> items = lock_and_snapshot();
+        std::vector<T> items = lock_and_snapshot(::getpid());
         unlock();
         return items;
     }
     // For a fork: returns the entries and stays locked until unlock(). A
     // default mutex may be unlocked in the child, whose one thread is the
     // one that locked it.
-    std::vector<T> lock_and_snapshot() {
+    std::vector<T> lock_and_snapshot(pid_t self) {
         mutex_.lock();
         try {
-            forget_inherited();
+            forget_inherited(self);
             return items_;
         } catch (...) {
             mutex_.unlock();
@@ -72,8 +74,7 @@ public:
     void unlock() noexcept { mutex_.unlock(); }
 
 private:
-    void forget_inherited() {
-        const pid_t self = ::getpid();
+    void forget_inherited(pid_t self) {
         if (owner_ != self) {
             items_.clear();
             owner_ = self;
@@ -119,10 +120,10 @@ void unmap_shared_dontfork(void* addr, std::size_t size) noexcept {
 
 std::vector<DontforkRange> dontfork_ranges() { return range_list().snapshot(); }
 
-RegistrySnapshot::RegistrySnapshot() {
-    fds = fd_list().lock_and_snapshot();
+RegistrySnapshot::RegistrySnapshot() : pid(::getpid()) {
+    fds = fd_list().lock_and_snapshot(pid);
     try {
-        ranges = range_list().lock_and_snapshot();
+        ranges = range_list().lock_and_snapshot(pid);
     } catch (...) {
         fd_list().unlock();
         throw;
@@ -160,14 +161,17 @@ void throw_system_error(int err, const char* operation) {
 void UniqueFd::reset(int fd) noexcept {
     if (fd_ >= 0 && fd_ != fd) {
         // Never retried: Linux releases the descriptor even when close() fails.
-        (void)::close(fd_);
+        // Inline (raw_syscall.hpp): a worker closes its channel as it exits,
+        // and libc's close() is one more page to fault in there.
+        (void)sys::close(fd_);
     }
     fd_ = fd;
 }
 
 void UniqueFd::close() {
     const int fd = std::exchange(fd_, -1);
-    if (fd >= 0 && ::close(fd) == -1 && errno != EINTR) throw_system_error(errno, "close");
+    if (fd < 0) return;
+    if (const long rc = sys::close(fd); rc < 0 && rc != -EINTR) throw_system_error(static_cast<int>(-rc), "close");
 }
 
 SocketPair make_socketpair(int type) {

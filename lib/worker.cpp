@@ -2,6 +2,8 @@
 // closing, parent-death signal), and pidfd-based waiting and signalling.
 #include "coproc/detail/child_process.hpp"
 
+#include "raw_syscall.hpp"
+
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -17,6 +19,7 @@ extern "C" {
 #include <algorithm>
 #include <chrono>
 #include <thread>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -58,37 +61,74 @@ bool is_crash_signal(int sig) {
 
 // Runs in the child between fork and the body: async-signal-safe calls only,
 // no allocation (another thread of the parent may have held the heap lock).
+// System calls go inline (raw_syscall.hpp: each libc page is a page fault).
 [[noreturn]] void start_child(RegistrySnapshot& registries, int channel_fd, int exit_pipe_read, pid_t parent,
                               int death_signal, ChildBody body, void* context) {
     // First, before anything here could map memory into these holes: the
     // kernel did not copy these mappings; tell valgrind, which thinks it did.
-    for (const DontforkRange& r : registries.ranges) (void)::munmap(r.addr, r.size);
+    for (const DontforkRange& r : registries.ranges) (void)sys::munmap(r.addr, r.size);
     // Default dispositions, then unblock: a parent handler must never
     // run in the child. Catch2 and other frameworks install crash handlers.
-    struct sigaction dfl {};
-    dfl.sa_handler = SIG_DFL;
-    sigemptyset(&dfl.sa_mask);
+    const std::uint32_t to_reset = non_default_dispositions();
     for (int sig = 1; sig < 32; ++sig) {
-        if (sig != SIGKILL && sig != SIGSTOP) (void)::sigaction(sig, &dfl, nullptr);
+        if ((to_reset >> (sig - 1) & 1U) != 0 && sig != SIGKILL && sig != SIGSTOP)
+            (void)sys::set_default_disposition(sig);
     }
-    sigset_t none;
-    sigemptyset(&none);
-    (void)::pthread_sigmask(SIG_SETMASK, &none, nullptr);
+    (void)sys::unblock_all_signals();
     for (const int fd : registries.fds) {
-        if (fd != channel_fd) (void)::close(fd);
+        if (fd != channel_fd) (void)sys::close(fd);
     }
     registries.release_in_child();
-    if (exit_pipe_read >= 0) (void)::close(exit_pipe_read);  // we keep only the write end
+    if (exit_pipe_read >= 0) (void)sys::close(exit_pipe_read);  // we keep only the write end
     if (death_signal != 0) {
-        (void)::prctl(PR_SET_PDEATHSIG, death_signal);
+        (void)sys::prctl(PR_SET_PDEATHSIG, static_cast<unsigned long>(death_signal));
         // The parent may have died before prctl: then nobody will signal us.
-        if (::getppid() != parent) ::_exit(1);
+        if (sys::getppid() != parent) ::_exit(1);
     }
     body(context, channel_fd);
     ::_exit(127);  // body must not return; never unwind into the caller's stack
 }
 
 }  // namespace
+
+// One open/read/close instead of 29 sigaction calls, each a system call
+// (~1 us on our VMs).
+std::uint32_t non_default_dispositions() noexcept {
+    constexpr std::uint32_t all = 0x7fffffffu;
+    // Fields 1-34 take ~200 bytes; a longer line fails the parse below (all
+    // signals then). Small, because a stack page the child writes that the
+    // rest of its start-up does not is one more page fault.
+    char text[384];
+    const long fd = sys::open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return all;
+    const long n = sys::read(static_cast<int>(fd), text, sizeof text - 1);
+    (void)sys::close(static_cast<int>(fd));
+    if (n <= 0) return all;
+    const char* const end = text + n;
+    // Field 2, the name in parentheses, may hold spaces and ')': the fields
+    // we count start after the last ')'.
+    const char* p = end;
+    while (p != text && p[-1] != ')') --p;
+    if (p == text) return all;
+    std::uint64_t ignored = 0, caught = 0;
+    for (int field = 3; field <= 34; ++field) {
+        if (p == end || *p != ' ') return all;
+        ++p;
+        if (p != end && *p == '-') ++p;  // tpgid (field 8) is -1 without a terminal
+        std::uint64_t value = 0;
+        const char* const start = p;
+        for (; p != end && *p >= '0' && *p <= '9'; ++p) value = value * 10 + static_cast<unsigned>(*p - '0');
+        if (field == 3) {  // the state: one letter
+            if (p == end) return all;
+            ++p;
+        } else if (p == start) {
+            return all;
+        }
+        if (field == 33) ignored = value;
+        if (field == 34) caught = value;
+    }
+    return static_cast<std::uint32_t>((ignored | caught) & all);
+}
 
 
 std::unique_ptr<ChildProcess> ChildProcess::fork(int channel_fd, int parent_death_signal, ChildBody body,
@@ -102,11 +142,11 @@ std::unique_ptr<ChildProcess> ChildProcess::fork(int channel_fd, int parent_deat
         exit_read.reset(p[0]);
         exit_write.reset(p[1]);
     }
-    const pid_t parent = ::getpid();
     std::fflush(nullptr);  // or buffered output would be written twice
     // Locked from here to the fork (see RegistrySnapshot); may throw, so
     // before the signal mask changes.
     RegistrySnapshot registries;
+    const pid_t parent = registries.pid;
 
     // Block all but the crash signals around fork, so no handler runs in the
     // child before its dispositions are reset.

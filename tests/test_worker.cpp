@@ -2,10 +2,12 @@
 // errors, and workers that die at the wrong moment.
 #include <catch2/catch.hpp>
 
+#include <coproc/detail/child_process.hpp>
 #include <coproc/worker_resource.hpp>
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -288,28 +290,64 @@ TEST_CASE("a worker's own host end and its siblings' fds are closed in the child
     CHECK(second.join(5s) == ExitStatus::exited_with(0));
 }
 
-TEST_CASE("the child gets default signal dispositions and an empty mask", "[worker]") {
-    struct sigaction ignore {};
+void on_usr2(int) {}
+
+TEST_CASE("the signals a child must reset are read from /proc/self/stat", "[worker]") {
+    char old_name[32] = {};
+    ::prctl(PR_GET_NAME, old_name);
+    ::prctl(PR_SET_NAME, "a) 1 2 (b) c");  // the name may hold spaces and ')'
+    struct sigaction ignore {}, handle {}, old_term {}, old_usr2 {}, old_winch {}, dfl {};
     ignore.sa_handler = SIG_IGN;
-    struct sigaction old {};
-    ::sigaction(SIGTERM, &ignore, &old);
+    handle.sa_handler = &on_usr2;
+    dfl.sa_handler = SIG_DFL;
+    ::sigaction(SIGTERM, &ignore, &old_term);
+    ::sigaction(SIGUSR2, &handle, &old_usr2);
+    ::sigaction(SIGWINCH, &dfl, &old_winch);
+    const std::uint32_t bits = coproc::detail::non_default_dispositions();
+    ::sigaction(SIGTERM, &old_term, nullptr);
+    ::sigaction(SIGUSR2, &old_usr2, nullptr);
+    ::sigaction(SIGWINCH, &old_winch, nullptr);
+    ::prctl(PR_SET_NAME, old_name);
+    const auto has = [bits](int sig) { return ((bits >> (sig - 1)) & 1U) != 0; };
+    CHECK(has(SIGTERM));    // ignored
+    CHECK(has(SIGUSR2));    // caught
+    CHECK_FALSE(has(SIGWINCH));  // default: so the file was parsed, not the all-signals fallback
+}
+
+TEST_CASE("the child gets default signal dispositions and an empty mask", "[worker]") {
+    // The child finds the signals to reset in /proc/self/stat, after the
+    // process name, which may hold spaces and parentheses: give it some.
+    char old_name[32] = {};
+    ::prctl(PR_GET_NAME, old_name);
+    ::prctl(PR_SET_NAME, "a) 1 2 (b) c");
+    struct sigaction ignore {}, handle {};
+    ignore.sa_handler = SIG_IGN;
+    handle.sa_handler = &on_usr2;
+    struct sigaction old_term {}, old_usr2 {};
+    ::sigaction(SIGTERM, &ignore, &old_term);
+    ::sigaction(SIGUSR2, &handle, &old_usr2);
     sigset_t block, old_mask;
     sigemptyset(&block);
     sigaddset(&block, SIGUSR1);
     ::pthread_sigmask(SIG_BLOCK, &block, &old_mask);
     IntWorker w(guarded([](coproc::PriorityMessenger<int>& m) {
-        struct sigaction now {};
-        ::sigaction(SIGTERM, nullptr, &now);
+        struct sigaction term {}, usr2 {};
+        ::sigaction(SIGTERM, nullptr, &term);
+        ::sigaction(SIGUSR2, nullptr, &usr2);
         sigset_t mask;
         ::pthread_sigmask(SIG_SETMASK, nullptr, &mask);
-        m.send_norequest(now.sa_handler == SIG_DFL ? 1 : 0);
+        m.send_norequest(term.sa_handler == SIG_DFL ? 1 : 0);
+        m.send_norequest(usr2.sa_handler == SIG_DFL ? 1 : 0);
         m.send_norequest(sigismember(&mask, SIGUSR1) ? 0 : 1);
         for (;;) (void)m.receive_blocking();
     }));
-    ::sigaction(SIGTERM, &old, nullptr);
+    ::sigaction(SIGTERM, &old_term, nullptr);
+    ::sigaction(SIGUSR2, &old_usr2, nullptr);
     ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
-    CHECK(w.messenger().receive_blocking(5s) == 1);
-    CHECK(w.messenger().receive_blocking(5s) == 1);
+    ::prctl(PR_SET_NAME, old_name);
+    CHECK(w.messenger().receive_blocking(5s) == 1);  // SIGTERM: was ignored
+    CHECK(w.messenger().receive_blocking(5s) == 1);  // SIGUSR2: had a handler
+    CHECK(w.messenger().receive_blocking(5s) == 1);  // SIGUSR1: was blocked
     CHECK(w.terminate(5s) == ExitStatus::killed_by(SIGTERM));  // SIGTERM is not ignored in the child
 }
 

@@ -172,6 +172,15 @@ public:
     /// Asks the peer to close: its next receive call raises ResourceRequestedClose.
     void send_close_request() { send_control(detail::FrameKind::close, {}, std::nullopt); }
     void send_close_request(Duration timeout) { send_control(detail::FrameKind::close, {}, detail::deadline_after(timeout)); }
+    /// As send_close_request(timeout), but if the peer has already closed its
+    /// end (a worker that returned and is exiting), returns false instead of
+    /// throwing. Throws Timeout.
+    bool try_send_close_request(Duration timeout) {
+        const auto outcome = write_control(detail::FrameKind::close, {}, detail::deadline_after(timeout));
+        if (outcome == detail::SendOutcome::peer_closed) return false;
+        finish_send(outcome, Channel{}, false, 0);
+        return true;
+    }
 
     /// Sends an exception (dynamic type name and what()); the peer's next
     /// receive call rethrows it (see error.hpp for which types keep their type).
@@ -354,6 +363,7 @@ private:
 
     // Counts only what was (or is committed to be) written.
     void finish_send(detail::SendOutcome outcome, const Channel& channel, bool is_request, std::size_t count) {
+        if (outcome == detail::SendOutcome::peer_closed) link_.raise_peer_closed();
         if (outcome == detail::SendOutcome::timed_out) throw Timeout("coproc: send timed out; nothing was sent");
         if (count != 0) ctr_.count_sent(channel, is_request, count);
         if (outcome == detail::SendOutcome::timed_out_committed)
@@ -384,11 +394,14 @@ private:
         finish_send(link_.send(buf, deadline), channel, kind == detail::FrameKind::request, count);
     }
 
-    void send_control(detail::FrameKind kind, std::string_view payload, detail::Deadline deadline) {
+    detail::SendOutcome write_control(detail::FrameKind kind, std::string_view payload, detail::Deadline deadline) {
         auto& buf = link_.out_buffer();
         buf.clear();
         detail::append_frame(buf, kind, Channel{}, 0.0, payload, link_.max_frame_size());
-        finish_send(link_.send(buf, deadline), Channel{}, false, 0);
+        return link_.send(buf, deadline);
+    }
+    void send_control(detail::FrameKind kind, std::string_view payload, detail::Deadline deadline) {
+        finish_send(write_control(kind, payload, deadline), Channel{}, false, 0);
     }
 
     Msg receive_until(const Channel& channel, detail::Deadline deadline) {

@@ -200,7 +200,9 @@ private:
     std::optional<ExitStatus> join_until(detail::Deadline deadline) {
         if (child_->poll()) return child_->status();
         try {
-            messenger_->send_close_request(std::chrono::duration_cast<Duration>(options_.close_grace));
+            // false: the worker closed its end and is exiting (it returned):
+            // the common case, so no exception for it.
+            (void)messenger_->try_send_close_request(std::chrono::duration_cast<Duration>(options_.close_grace));
         } catch (const ChannelClosed&) {
             // already exiting: wait for it below
         } catch (const Timeout&) {
@@ -215,7 +217,7 @@ private:
             if (!child_->poll()) {
                 auto* link = &messenger_->link();
                 try {
-                    messenger_->send_close_request(std::chrono::duration_cast<Duration>(options_.close_grace));
+                    (void)messenger_->try_send_close_request(std::chrono::duration_cast<Duration>(options_.close_grace));
                 } catch (...) {
                     // dead or not reading: the signals below take over
                 }

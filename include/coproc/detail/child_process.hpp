@@ -3,6 +3,7 @@
 // child must close. Compiled in lib/worker.cpp. Internal.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -68,6 +69,11 @@ private:
     FdRegistration exit_fd_registration_;
     std::optional<ExitStatus> status_;
 };
+
+/// Signals 1-31 whose disposition is not SIG_DFL (a handler, or SIG_IGN),
+/// bit n - 1 for signal n, from /proc/self/stat; all of them if it cannot be
+/// read or parsed. Async-signal-safe (a forked child calls it first thing).
+[[nodiscard]] std::uint32_t non_default_dispositions() noexcept;
 
 /// Flushes stdio and ends the process with `code` (never runs atexit handlers
 /// or static destructors of the host program image).

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 namespace coproc::detail {
@@ -140,6 +141,7 @@ public:
     /// Unlocks the child's copies of the locks, which fork copied locked.
     void release_in_child() noexcept { release(); }
 
+    pid_t pid;  // the process that took the snapshot (the parent, after fork)
     std::vector<int> fds;
     std::vector<DontforkRange> ranges;
 

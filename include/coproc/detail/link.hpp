@@ -42,7 +42,8 @@ protected:
 enum class SendOutcome {
     sent,                // every byte is in the socket
     timed_out,           // deadline passed before any byte was written: nothing sent
-    timed_out_committed  // deadline passed mid-frame: the rest is kept and written first by the next send
+    timed_out_committed, // deadline passed mid-frame: the rest is kept and written first by the next send
+    peer_closed          // the peer closed its end (no exception here: the caller decides, see raise_peer_closed)
 };
 
 /// How a Link sends large payloads.
@@ -133,7 +134,9 @@ private:
     void handle_hello(const FrameView& frame);
     // Writes the segments in order (consuming them); returns how many bytes
     // were written before the deadline.
-    std::size_t write_until(std::span<iovec> segments, Deadline deadline);
+    // Bytes written before the deadline; sets `closed` (and stops) if the
+    // peer closed its end.
+    std::size_t write_until(std::span<iovec> segments, Deadline deadline, bool& closed);
     SendOutcome send_segments(std::span<iovec> segments, std::size_t total, Deadline deadline);
     // Sends through a slot if one is free; nullopt if the socket must carry it.
     std::optional<SendOutcome> send_through_slot(std::size_t start, std::size_t payload_start, std::size_t payload,

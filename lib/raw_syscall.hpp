@@ -1,0 +1,105 @@
+// lib/raw_syscall.hpp — system calls issued inline, without libc's wrappers,
+// for the code a freshly forked worker runs first. Private to the library.
+//
+// Why: fork does not copy the page tables of file mappings, so every page of
+// libc's code a new worker runs is a page fault (12-30 us each on the VMs we
+// measure on). The child's start-up called five wrappers on five different
+// libc pages (sigaction, sigemptyset, pthread_sigmask, close, prctl); inline,
+// the calls run from the page of libcoproc that is running anyway.
+//
+// Contract: each returns the kernel's result, -errno on failure; errno is
+// never touched. Async-signal-safe. Elsewhere than x86-64 and AArch64 they
+// call libc's syscall(2), which is correct, just one more page.
+#pragma once
+
+#include <sys/syscall.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+namespace coproc::detail::sys {
+
+inline long call(long number, long a = 0, long b = 0, long c = 0, long d = 0) noexcept {
+#if defined(__x86_64__)
+    long result;
+    register long r10 __asm__("r10") = d;
+    __asm__ volatile("syscall"
+                     : "=a"(result)
+                     : "a"(number), "D"(a), "S"(b), "d"(c), "r"(r10)
+                     : "rcx", "r11", "memory");
+    return result;
+#elif defined(__aarch64__)
+    register long x8 __asm__("x8") = number;
+    register long x0 __asm__("x0") = a;
+    register long x1 __asm__("x1") = b;
+    register long x2 __asm__("x2") = c;
+    register long x3 __asm__("x3") = d;
+    __asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3) : "memory", "cc");
+    return x0;
+#else
+    const int saved = errno;
+    const long result = ::syscall(number, a, b, c, d);
+    const long out = result == -1 ? -errno : result;
+    errno = saved;
+    return out;
+#endif
+}
+
+template <class T>
+long arg(T* pointer) noexcept {
+    return static_cast<long>(reinterpret_cast<std::uintptr_t>(pointer));
+}
+
+inline long close(int fd) noexcept { return call(SYS_close, fd); }
+inline long getppid() noexcept { return call(SYS_getppid); }
+inline long prctl(int option, unsigned long value) noexcept {
+    return call(SYS_prctl, option, static_cast<long>(value));
+}
+inline long munmap(void* address, std::size_t size) noexcept {
+    return call(SYS_munmap, arg(address), static_cast<long>(size));
+}
+inline long open(const char* path, int flags) noexcept { return call(SYS_openat, AT_FDCWD, arg(path), flags); }
+inline long read(int fd, void* buffer, std::size_t size) noexcept {
+    return call(SYS_read, fd, arg(buffer), static_cast<long>(size));
+}
+
+/// The kernel's view of a signal set: 64 bits, signal n is bit n - 1.
+using KernelSigset = std::uint64_t;
+
+/// Empties the calling thread's signal mask.
+inline long unblock_all_signals() noexcept {
+#if defined(__x86_64__) || defined(__aarch64__)
+    const std::uint64_t none = 0;  // the kernel's sigset: 64 bits
+    return call(SYS_rt_sigprocmask, SIG_SETMASK, arg(&none), 0, sizeof none);
+#else
+    sigset_t none;
+    sigemptyset(&none);
+    return -::pthread_sigmask(SIG_SETMASK, &none, nullptr);
+#endif
+}
+
+/// Sets `sig`'s disposition to SIG_DFL.
+inline long set_default_disposition(int sig) noexcept {
+#if defined(__x86_64__) || defined(__aarch64__)
+    // The kernel's struct sigaction, the same on both; SIG_DFL needs no
+    // restorer and no mask.
+    struct {
+        long handler;
+        unsigned long flags;
+        long restorer;
+        std::uint64_t mask;
+    } action{0 /* SIG_DFL */, 0, 0, 0};
+    return call(SYS_rt_sigaction, sig, arg(&action), 0, sizeof action.mask);
+#else
+    struct sigaction action {};
+    action.sa_handler = SIG_DFL;
+    return ::sigaction(sig, &action, nullptr) == 0 ? 0 : -errno;
+#endif
+}
+
+}  // namespace coproc::detail::sys
