@@ -22,11 +22,19 @@
 namespace coproc::detail {
 
 namespace {
-long real_recv(int fd, void* data, std::size_t size, int flags) { return ::recv(fd, data, size, flags); }
-long real_recvmsg(int fd, msghdr* message, int flags) { return ::recvmsg(fd, message, flags); }
-long real_send(int fd, const void* data, std::size_t size, int flags) { return ::send(fd, data, size, flags); }
-long real_sendmsg(int fd, const msghdr* message, int flags) { return ::sendmsg(fd, message, flags); }
-int real_poll(pollfd* fds, unsigned long count, int timeout_ms) { return ::poll(fds, count, timeout_ms); }
+// Inline system calls (raw_syscall.hpp): a fresh worker's first messages
+// then fault in no libc page. As libc's: -1 and errno on failure.
+long real_recv(int fd, void* data, std::size_t size, int flags) {
+    return sys::with_errno(sys::recv(fd, data, size, flags));
+}
+long real_recvmsg(int fd, msghdr* message, int flags) { return sys::with_errno(sys::recvmsg(fd, message, flags)); }
+long real_send(int fd, const void* data, std::size_t size, int flags) {
+    return sys::with_errno(sys::send(fd, data, size, flags));
+}
+long real_sendmsg(int fd, const msghdr* message, int flags) { return sys::with_errno(sys::sendmsg(fd, message, flags)); }
+int real_poll(pollfd* fds, unsigned long count, int timeout_ms) {
+    return static_cast<int>(sys::with_errno(sys::poll(fds, count, timeout_ms)));
+}
 Syscalls g_syscalls{&real_recv, &real_recvmsg, &real_send, &real_sendmsg, &real_poll};
 }  // namespace
 
@@ -85,13 +93,16 @@ private:
     pid_t owner_ = 0;
 };
 
-// Leaked: children and late destructors may still use them. One object, so
-// a forked child that unlocks and updates both writes one heap page (each is
-// a copy-on-write fault there).
-struct Registries {
+// Leaked: children and late destructors may still use them. One object in
+// one page, so a forked child that unlocks and updates both writes one heap
+// page (each is a copy-on-write fault there); the child also reads
+// /proc/self/stat into its scratch space, which costs no page of its own.
+struct alignas(1024) Registries {
     ProcessList<int> fds;
     ProcessList<DontforkRange> ranges;
+    char child_scratch[RegistrySnapshot::scratch_size];
 };
+static_assert(sizeof(Registries) <= 1024, "one aligned block never straddles a page");
 Registries& registries() {
     static auto* r = new Registries;
     return *r;
@@ -120,7 +131,7 @@ void unmap_shared_dontfork(void* addr, std::size_t size) noexcept {
 
 std::vector<DontforkRange> dontfork_ranges() { return range_list().snapshot(); }
 
-RegistrySnapshot::RegistrySnapshot() : pid(::getpid()) {
+RegistrySnapshot::RegistrySnapshot() : pid(::getpid()), scratch(registries().child_scratch) {
     fds = fd_list().lock_and_snapshot(pid);
     try {
         ranges = range_list().lock_and_snapshot(pid);

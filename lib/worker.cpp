@@ -69,7 +69,8 @@ bool is_crash_signal(int sig) {
     for (const DontforkRange& r : registries.ranges) (void)sys::munmap(r.addr, r.size);
     // Default dispositions, then unblock: a parent handler must never
     // run in the child. Catch2 and other frameworks install crash handlers.
-    const std::uint32_t to_reset = non_default_dispositions();
+    const std::uint32_t to_reset =
+        non_default_dispositions(std::span<char>(registries.scratch, RegistrySnapshot::scratch_size));
     for (int sig = 1; sig < 32; ++sig) {
         if ((to_reset >> (sig - 1) & 1U) != 0 && sig != SIGKILL && sig != SIGSTOP)
             (void)sys::set_default_disposition(sig);
@@ -93,15 +94,15 @@ bool is_crash_signal(int sig) {
 
 // One open/read/close instead of 29 sigaction calls, each a system call
 // (~1 us on our VMs).
-std::uint32_t non_default_dispositions() noexcept {
+// The text goes to the caller's scratch space, not the stack: a stack page
+// the child writes that the rest of its start-up does not is one more fault.
+std::uint32_t non_default_dispositions(std::span<char> scratch) noexcept {
     constexpr std::uint32_t all = 0x7fffffffu;
-    // Fields 1-34 take ~200 bytes; a longer line fails the parse below (all
-    // signals then). Small, because a stack page the child writes that the
-    // rest of its start-up does not is one more page fault.
-    char text[384];
+    char* const text = scratch.data();
     const long fd = sys::open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
     if (fd < 0) return all;
-    const long n = sys::read(static_cast<int>(fd), text, sizeof text - 1);
+    // A line too long for the scratch fails the parse below: all signals.
+    const long n = sys::read(static_cast<int>(fd), text, scratch.size());
     (void)sys::close(static_cast<int>(fd));
     if (n <= 0) return all;
     const char* const end = text + n;
@@ -127,6 +128,7 @@ std::uint32_t non_default_dispositions() noexcept {
         if (field == 33) ignored = value;
         if (field == 34) caught = value;
     }
+    if (p == end) return all;  // field 34 may have been cut short by the read
     return static_cast<std::uint32_t>((ignored | caught) & all);
 }
 

@@ -303,7 +303,8 @@ TEST_CASE("the signals a child must reset are read from /proc/self/stat", "[work
     ::sigaction(SIGTERM, &ignore, &old_term);
     ::sigaction(SIGUSR2, &handle, &old_usr2);
     ::sigaction(SIGWINCH, &dfl, &old_winch);
-    const std::uint32_t bits = coproc::detail::non_default_dispositions();
+    char scratch[coproc::detail::RegistrySnapshot::scratch_size];
+    const std::uint32_t bits = coproc::detail::non_default_dispositions(scratch);
     ::sigaction(SIGTERM, &old_term, nullptr);
     ::sigaction(SIGUSR2, &old_usr2, nullptr);
     ::sigaction(SIGWINCH, &old_winch, nullptr);

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <utility>
 
 #include "coproc/detail/fd.hpp"
@@ -71,9 +72,10 @@ private:
 };
 
 /// Signals 1-31 whose disposition is not SIG_DFL (a handler, or SIG_IGN),
-/// bit n - 1 for signal n, from /proc/self/stat; all of them if it cannot be
-/// read or parsed. Async-signal-safe (a forked child calls it first thing).
-[[nodiscard]] std::uint32_t non_default_dispositions() noexcept;
+/// bit n - 1 for signal n, from /proc/self/stat read into `scratch` (fields
+/// 1-34 take ~200 bytes); all of them if it cannot be read or parsed.
+/// Async-signal-safe (a forked child calls it first thing).
+[[nodiscard]] std::uint32_t non_default_dispositions(std::span<char> scratch) noexcept;
 
 /// Flushes stdio and ends the process with `code` (never runs atexit handlers
 /// or static destructors of the host program image).
