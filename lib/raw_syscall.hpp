@@ -19,7 +19,6 @@
 #include <cstddef>
 #include <cstdint>
 
-#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -78,13 +77,6 @@ inline long prctl(int option, unsigned long value) noexcept {
 inline long munmap(void* address, std::size_t size) noexcept {
     return call(SYS_munmap, arg(address), static_cast<long>(size));
 }
-inline long open(const char* path, int flags) noexcept { return call(SYS_openat, AT_FDCWD, arg(path), flags); }
-inline long read(int fd, void* buffer, std::size_t size) noexcept {
-    return call(SYS_read, fd, arg(buffer), static_cast<long>(size));
-}
-
-/// The kernel's view of a signal set: 64 bits, signal n is bit n - 1.
-using KernelSigset = std::uint64_t;
 
 // The messenger's socket calls. Unlike libc's, they are not pthread
 // cancellation points.

@@ -19,7 +19,6 @@ extern "C" {
 #include <algorithm>
 #include <chrono>
 #include <thread>
-#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -69,11 +68,10 @@ bool is_crash_signal(int sig) {
     for (const DontforkRange& r : registries.ranges) (void)sys::munmap(r.addr, r.size);
     // Default dispositions, then unblock: a parent handler must never
     // run in the child. Catch2 and other frameworks install crash handlers.
-    const std::uint32_t to_reset =
-        non_default_dispositions(std::span<char>(registries.scratch, RegistrySnapshot::scratch_size));
+    // (Reading which ones need it from /proc/self/stat was tried: no faster,
+    // a fresh process's first /proc access costs as much as these calls.)
     for (int sig = 1; sig < 32; ++sig) {
-        if ((to_reset >> (sig - 1) & 1U) != 0 && sig != SIGKILL && sig != SIGSTOP)
-            (void)sys::set_default_disposition(sig);
+        if (sig != SIGKILL && sig != SIGSTOP) (void)sys::set_default_disposition(sig);
     }
     (void)sys::unblock_all_signals();
     for (const int fd : registries.fds) {
@@ -91,47 +89,6 @@ bool is_crash_signal(int sig) {
 }
 
 }  // namespace
-
-// One open/read/close instead of 29 sigaction calls, each a system call
-// (~1 us on our VMs).
-// The text goes to the caller's scratch space, not the stack: a stack page
-// the child writes that the rest of its start-up does not is one more fault.
-std::uint32_t non_default_dispositions(std::span<char> scratch) noexcept {
-    constexpr std::uint32_t all = 0x7fffffffu;
-    char* const text = scratch.data();
-    const long fd = sys::open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return all;
-    // A line too long for the scratch fails the parse below: all signals.
-    const long n = sys::read(static_cast<int>(fd), text, scratch.size());
-    (void)sys::close(static_cast<int>(fd));
-    if (n <= 0) return all;
-    const char* const end = text + n;
-    // Field 2, the name in parentheses, may hold spaces and ')': the fields
-    // we count start after the last ')'.
-    const char* p = end;
-    while (p != text && p[-1] != ')') --p;
-    if (p == text) return all;
-    std::uint64_t ignored = 0, caught = 0;
-    for (int field = 3; field <= 34; ++field) {
-        if (p == end || *p != ' ') return all;
-        ++p;
-        if (p != end && *p == '-') ++p;  // tpgid (field 8) is -1 without a terminal
-        std::uint64_t value = 0;
-        const char* const start = p;
-        for (; p != end && *p >= '0' && *p <= '9'; ++p) value = value * 10 + static_cast<unsigned>(*p - '0');
-        if (field == 3) {  // the state: one letter
-            if (p == end) return all;
-            ++p;
-        } else if (p == start) {
-            return all;
-        }
-        if (field == 33) ignored = value;
-        if (field == 34) caught = value;
-    }
-    if (p == end) return all;  // field 34 may have been cut short by the read
-    return static_cast<std::uint32_t>((ignored | caught) & all);
-}
-
 
 std::unique_ptr<ChildProcess> ChildProcess::fork(int channel_fd, int parent_death_signal, ChildBody body,
                                                  void* context) {

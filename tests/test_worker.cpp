@@ -2,12 +2,10 @@
 // errors, and workers that die at the wrong moment.
 #include <catch2/catch.hpp>
 
-#include <coproc/detail/child_process.hpp>
 #include <coproc/worker_resource.hpp>
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -292,35 +290,7 @@ TEST_CASE("a worker's own host end and its siblings' fds are closed in the child
 
 void on_usr2(int) {}
 
-TEST_CASE("the signals a child must reset are read from /proc/self/stat", "[worker]") {
-    char old_name[32] = {};
-    ::prctl(PR_GET_NAME, old_name);
-    ::prctl(PR_SET_NAME, "a) 1 2 (b) c");  // the name may hold spaces and ')'
-    struct sigaction ignore {}, handle {}, old_term {}, old_usr2 {}, old_winch {}, dfl {};
-    ignore.sa_handler = SIG_IGN;
-    handle.sa_handler = &on_usr2;
-    dfl.sa_handler = SIG_DFL;
-    ::sigaction(SIGTERM, &ignore, &old_term);
-    ::sigaction(SIGUSR2, &handle, &old_usr2);
-    ::sigaction(SIGWINCH, &dfl, &old_winch);
-    char scratch[coproc::detail::RegistrySnapshot::scratch_size];
-    const std::uint32_t bits = coproc::detail::non_default_dispositions(scratch);
-    ::sigaction(SIGTERM, &old_term, nullptr);
-    ::sigaction(SIGUSR2, &old_usr2, nullptr);
-    ::sigaction(SIGWINCH, &old_winch, nullptr);
-    ::prctl(PR_SET_NAME, old_name);
-    const auto has = [bits](int sig) { return ((bits >> (sig - 1)) & 1U) != 0; };
-    CHECK(has(SIGTERM));    // ignored
-    CHECK(has(SIGUSR2));    // caught
-    CHECK_FALSE(has(SIGWINCH));  // default: so the file was parsed, not the all-signals fallback
-}
-
 TEST_CASE("the child gets default signal dispositions and an empty mask", "[worker]") {
-    // The child finds the signals to reset in /proc/self/stat, after the
-    // process name, which may hold spaces and parentheses: give it some.
-    char old_name[32] = {};
-    ::prctl(PR_GET_NAME, old_name);
-    ::prctl(PR_SET_NAME, "a) 1 2 (b) c");
     struct sigaction ignore {}, handle {};
     ignore.sa_handler = SIG_IGN;
     handle.sa_handler = &on_usr2;
@@ -345,7 +315,6 @@ TEST_CASE("the child gets default signal dispositions and an empty mask", "[work
     ::sigaction(SIGTERM, &old_term, nullptr);
     ::sigaction(SIGUSR2, &old_usr2, nullptr);
     ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
-    ::prctl(PR_SET_NAME, old_name);
     CHECK(w.messenger().receive_blocking(5s) == 1);  // SIGTERM: was ignored
     CHECK(w.messenger().receive_blocking(5s) == 1);  // SIGUSR2: had a handler
     CHECK(w.messenger().receive_blocking(5s) == 1);  // SIGUSR1: was blocked

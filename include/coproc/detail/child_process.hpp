@@ -3,10 +3,8 @@
 // child must close. Compiled in lib/worker.cpp. Internal.
 #pragma once
 
-#include <cstdint>
 #include <memory>
 #include <optional>
-#include <span>
 #include <utility>
 
 #include "coproc/detail/fd.hpp"
@@ -70,12 +68,6 @@ private:
     FdRegistration exit_fd_registration_;
     std::optional<ExitStatus> status_;
 };
-
-/// Signals 1-31 whose disposition is not SIG_DFL (a handler, or SIG_IGN),
-/// bit n - 1 for signal n, from /proc/self/stat read into `scratch` (fields
-/// 1-34 take ~200 bytes); all of them if it cannot be read or parsed.
-/// Async-signal-safe (a forked child calls it first thing).
-[[nodiscard]] std::uint32_t non_default_dispositions(std::span<char> scratch) noexcept;
 
 /// Flushes stdio and ends the process with `code` (never runs atexit handlers
 /// or static destructors of the host program image).

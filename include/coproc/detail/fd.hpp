@@ -141,11 +141,7 @@ public:
     /// Unlocks the child's copies of the locks, which fork copied locked.
     void release_in_child() noexcept { release(); }
 
-    static constexpr std::size_t scratch_size = 512;
     pid_t pid;  // the process that took the snapshot (the parent, after fork)
-    // scratch_size bytes the child may use before it runs the body: they
-    // share a page with the registries, which the child writes anyway.
-    char* scratch;
     std::vector<int> fds;
     std::vector<DontforkRange> ranges;
 
