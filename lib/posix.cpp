@@ -14,6 +14,8 @@
 #include <climits>
 #include <cstring>
 #include <mutex>
+#include <new>
+#include <span>
 #include <vector>
 #include <system_error>
 
@@ -66,13 +68,14 @@ public:
         unlock();
         return items;
     }
-    // For a fork: returns the entries and stays locked until unlock(). A
-    // default mutex may be unlocked in the child, whose one thread is the
-    // one that locked it.
-    std::vector<T> lock_and_snapshot(pid_t self) {
+    // For a fork: returns the entries and stays locked until unlock() (in
+    // the parent) or reset_in_child(). Room for `spare` more entries is
+    // reserved first, for the child.
+    std::vector<T> lock_and_snapshot(pid_t self, std::size_t spare = 0) {
         mutex_.lock();
         try {
             forget_inherited(self);
+            items_.reserve(items_.size() + spare);
             return items_;
         } catch (...) {
             mutex_.unlock();
@@ -80,6 +83,18 @@ public:
         }
     }
     void unlock() noexcept { mutex_.unlock(); }
+    // In a forked child, whose one thread is the one that locked: the lock
+    // is made anew instead of unlocked (no libc call: its unlock would be
+    // one more code page to fault in) and the list holds `keep`, owned by
+    // `self`. No allocation (the parent reserved the room).
+    void reset_in_child(pid_t self, std::span<const T> keep) noexcept {
+        new (&mutex_) std::mutex;
+        items_.clear();
+        for (const T& item : keep) {
+            if (items_.size() < items_.capacity()) items_.push_back(item);
+        }
+        owner_ = self;
+    }
 
 private:
     void forget_inherited(pid_t self) {
@@ -132,7 +147,7 @@ void unmap_shared_dontfork(void* addr, std::size_t size) noexcept {
 std::vector<DontforkRange> dontfork_ranges() { return range_list().snapshot(); }
 
 RegistrySnapshot::RegistrySnapshot() : pid(::getpid()) {
-    fds = fd_list().lock_and_snapshot(pid);
+    fds = fd_list().lock_and_snapshot(pid, 2);  // room for the child's two
     try {
         ranges = range_list().lock_and_snapshot(pid);
     } catch (...) {
@@ -146,6 +161,14 @@ void RegistrySnapshot::release() noexcept {
     if (!std::exchange(held_, false)) return;
     range_list().unlock();
     fd_list().unlock();
+}
+
+void RegistrySnapshot::reset_in_child(int channel_fd, int side_fd) noexcept {
+    if (!std::exchange(held_, false)) return;
+    const auto self = static_cast<pid_t>(sys::call(SYS_getpid));
+    const int keep[] = {channel_fd, side_fd};
+    fd_list().reset_in_child(self, std::span<const int>(keep, side_fd >= 0 ? 2 : 1));
+    range_list().reset_in_child(self, {});
 }
 
 FdRegistration::FdRegistration(int fd) : fd_(fd) { fd_list().add(fd); }

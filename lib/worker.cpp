@@ -61,8 +61,8 @@ bool is_crash_signal(int sig) {
 // Runs in the child between fork and the body: async-signal-safe calls only,
 // no allocation (another thread of the parent may have held the heap lock).
 // System calls go inline (raw_syscall.hpp: each libc page is a page fault).
-[[noreturn]] void start_child(RegistrySnapshot& registries, int channel_fd, int exit_pipe_read, pid_t parent,
-                              int death_signal, ChildBody body, void* context) {
+[[noreturn]] void start_child(RegistrySnapshot& registries, int channel_fd, int side_fd, int exit_pipe_read,
+                              pid_t parent, int death_signal, ChildBody body, void* context) {
     // First, before anything here could map memory into these holes: the
     // kernel did not copy these mappings; tell valgrind, which thinks it did.
     for (const DontforkRange& r : registries.ranges) (void)sys::munmap(r.addr, r.size);
@@ -75,9 +75,9 @@ bool is_crash_signal(int sig) {
     }
     (void)sys::unblock_all_signals();
     for (const int fd : registries.fds) {
-        if (fd != channel_fd) (void)sys::close(fd);
+        if (fd != channel_fd && fd != side_fd) (void)sys::close(fd);
     }
-    registries.release_in_child();
+    registries.reset_in_child(channel_fd, side_fd);
     if (exit_pipe_read >= 0) (void)sys::close(exit_pipe_read);  // we keep only the write end
     if (death_signal != 0) {
         (void)sys::prctl(PR_SET_PDEATHSIG, static_cast<unsigned long>(death_signal));
@@ -90,8 +90,8 @@ bool is_crash_signal(int sig) {
 
 }  // namespace
 
-std::unique_ptr<ChildProcess> ChildProcess::fork(int channel_fd, int parent_death_signal, ChildBody body,
-                                                 void* context) {
+std::unique_ptr<ChildProcess> ChildProcess::fork(int channel_fd, int side_fd, int parent_death_signal,
+                                                 ChildBody body, void* context) {
     // Everything the child needs is prepared before fork.
     const bool use_pidfd = pidfd_supported();
     UniqueFd exit_read, exit_write;
@@ -116,7 +116,8 @@ std::unique_ptr<ChildProcess> ChildProcess::fork(int channel_fd, int parent_deat
     }
     (void)::pthread_sigmask(SIG_SETMASK, &all, &old);
     const pid_t pid = ::fork();
-    if (pid == 0) start_child(registries, channel_fd, exit_read.get(), parent, parent_death_signal, body, context);
+    if (pid == 0)
+        start_child(registries, channel_fd, side_fd, exit_read.get(), parent, parent_death_signal, body, context);
     const int fork_errno = errno;
     registries.release();
     (void)::pthread_sigmask(SIG_SETMASK, &old, nullptr);

@@ -288,6 +288,24 @@ TEST_CASE("a worker's own host end and its siblings' fds are closed in the child
     CHECK(second.join(5s) == ExitStatus::exited_with(0));
 }
 
+TEST_CASE("a worker's own workers do not inherit its channel", "[worker]") {
+    // Else the host would not see EOF when the middle worker dies while its
+    // worker lives on. The middle worker passes its channel's fd numbers to
+    // its own worker, which reports whether they are open there.
+    IntWorker middle(guarded([](coproc::PriorityMessenger<int>& m) {
+        const int channel = m.fd();
+        IntWorker inner(guarded([](coproc::PriorityMessenger<int>& im, int fd) {
+                            im.send_norequest(::fcntl(fd, F_GETFD) == -1 ? 0 : 1);  // 0: closed, as it should be
+                            for (;;) (void)im.receive_blocking();
+                        }),
+                        channel);
+        m.send_norequest(inner.messenger().receive_blocking(5s));
+        for (;;) (void)m.receive_blocking();
+    }));
+    CHECK(middle.messenger().receive_blocking(10s) == 0);
+    CHECK(middle.join(10s) == ExitStatus::exited_with(0));
+}
+
 void on_usr2(int) {}
 
 TEST_CASE("the child gets default signal dispositions and an empty mask", "[worker]") {

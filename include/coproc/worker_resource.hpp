@@ -154,10 +154,9 @@ private:
         auto& ctx = *static_cast<ChildContext<Call>*>(context);
         int code = 1;
         try {
-            // Workers this worker starts must not inherit its channel: they
-            // would keep the host from seeing EOF when this worker dies.
-            const detail::FdRegistration own_channel(fd);
-            const detail::FdRegistration own_side(ctx.side_fd);
+            // Workers this worker starts must not inherit its channel (they
+            // would keep the host from seeing EOF when this worker dies):
+            // ChildProcess::fork registered both its fds as this process's.
             Messenger m(detail::LinkEnd{detail::UniqueFd(fd), detail::UniqueFd(ctx.side_fd)}, ctx.options);
             try {
                 code = (*ctx.call)(m);
@@ -184,7 +183,8 @@ private:
         registration_ = detail::FdRegistration(ends.first.stream.get());
         side_registration_ = detail::FdRegistration(ends.first.side.get());
         ChildContext<Call> ctx{&call, options_.messenger, ends.second.side.get()};
-        child_ = detail::ChildProcess::fork(ends.second.stream.get(), options_.parent_death_signal, &child_main<Call>, &ctx);
+        child_ = detail::ChildProcess::fork(ends.second.stream.get(), ends.second.side.get(), options_.parent_death_signal,
+                                            &child_main<Call>, &ctx);
         ends.second = {};  // the child's end lives only in the child
         try {
             messenger_.emplace(std::move(ends.first), options_.messenger);

@@ -20,11 +20,13 @@ using ChildBody = void (*)(void* context, int channel_fd) noexcept;
 class ChildProcess final : public PeerWatch {
 public:
     /// Forks. The child resets signal dispositions and mask, closes every
-    /// registered fd, sets the parent-death signal (0: none) and checks that the
-    /// parent is still there, then runs body(context, channel_fd).
-    /// Throws SpawnError if fork or pidfd_open fails. Call with no other
-    /// threads running (see README, Gotchas).
-    static std::unique_ptr<ChildProcess> fork(int channel_fd, int parent_death_signal, ChildBody body, void* context);
+    /// registered fd but channel_fd and side_fd (-1: none), registers those
+    /// two as its own (its workers close them), sets the parent-death signal
+    /// (0: none) and checks that the parent is still there, then runs
+    /// body(context, channel_fd). Throws SpawnError if fork or pidfd_open
+    /// fails. Call with no other threads running (see README, Gotchas).
+    static std::unique_ptr<ChildProcess> fork(int channel_fd, int side_fd, int parent_death_signal, ChildBody body,
+                                              void* context);
 
     ChildProcess(const ChildProcess&) = delete;
     ChildProcess& operator=(const ChildProcess&) = delete;

@@ -126,7 +126,7 @@ void unmap_shared_dontfork(void* addr, std::size_t size) noexcept;
 
 /// What a forked child must close and unmap, taken with both registries
 /// locked; they stay locked until release() (the parent, right after fork)
-/// or release_in_child(). So another thread cannot deregister an fd and reuse
+/// or reset_in_child(). So another thread cannot deregister an fd and reuse
 /// its number, or unmap a range and map something else there, between the
 /// snapshot and the fork: the child would close or unmap what is not ours.
 /// The other threads' registrations wait for the fork meanwhile.
@@ -138,8 +138,11 @@ public:
     RegistrySnapshot& operator=(const RegistrySnapshot&) = delete;
     /// Unlocks (in the parent). Idempotent.
     void release() noexcept;
-    /// Unlocks the child's copies of the locks, which fork copied locked.
-    void release_in_child() noexcept { release(); }
+    /// In the child, whose one thread took the snapshot: the registries'
+    /// locks (copied held) are made anew, and the registries hold the
+    /// child's own channel (side_fd: -1 for none), as its workers must
+    /// close it. No allocation, no libc call. Idempotent.
+    void reset_in_child(int channel_fd, int side_fd) noexcept;
 
     pid_t pid;  // the process that took the snapshot (the parent, after fork)
     std::vector<int> fds;
