@@ -117,6 +117,17 @@ TEMPLATE_TEST_CASE("a messenger pair step by step: available and remaining on bo
     CHECK_THROWS_AS(host.available(), std::invalid_argument);
 }
 
+TEST_CASE("try_send_close_request: false, not an exception, once the peer closed its end", "[messenger]") {
+    auto [worker, host] = coproc::MultiMessenger<int>::new_pair();
+    CHECK(host.try_send_close_request(1s));
+    CHECK_THROWS_AS(worker.available(), coproc::ResourceRequestedClose);
+    {
+        auto gone = std::move(worker);  // closes the worker's end at the end of this scope
+    }
+    CHECK_FALSE(host.try_send_close_request(1s));
+    CHECK_THROWS_AS(host.send_close_request(1s), coproc::ChannelClosed);  // the throwing form still throws
+}
+
 TEST_CASE("frames before a close or error stay queued, frames after it stay buffered", "[messenger]") {
     auto [worker, host] = coproc::MultiMessenger<int>::new_pair();
     host.send_norequest(1);
