@@ -129,7 +129,7 @@ std::optional<SendOutcome> Link::send_through_slot(std::size_t start, std::size_
     try {
         outcome = send_segments(std::span<iovec>(&one, 1), out_.size(), deadline);
     } catch (...) {
-        shm_out_.abandon(grant);  // the peer is gone; nothing refers to the slot
+        shm_out_.abandon(grant);  // a system error: nothing refers to the slot
         throw;
     }
     if (outcome == SendOutcome::timed_out || outcome == SendOutcome::peer_closed)

@@ -133,8 +133,7 @@ public:
 private:
     void handle_hello(const FrameView& frame);
     // Writes the segments in order (consuming them); returns how many bytes
-    // were written before the deadline.
-    // Bytes written before the deadline; sets `closed` (and stops) if the
+    // were written before the deadline. Sets `closed` (and stops) if the
     // peer closed its end.
     std::size_t write_until(std::span<iovec> segments, Deadline deadline, bool& closed);
     SendOutcome send_segments(std::span<iovec> segments, std::size_t total, Deadline deadline);
