@@ -12,6 +12,7 @@
 #include <fstream>
 #include <limits>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <zmq.hpp>
@@ -180,6 +181,47 @@ TEST_CASE("10,000 messages to 4 subscribers after ready: none lost", "[bus]") {
         CHECK(got.back().as<int>() == 10'000);
         CHECK(s.stats().dropped() == 0);
     }
+}
+
+TEST_CASE("put() from several threads at once: every message arrives, each thread's in order", "[bus]") {
+    Bus bus(ipc_address("threads"));
+    auto pub = bus.publish();
+    pub.start();
+    auto sub = bus.subscribe({"t", "all"});
+    sub.wait_ready(5s);
+    constexpr int threads = 4;
+    constexpr int each = 2'500;
+    std::vector<std::thread> putters;
+    for (int t = 0; t < threads; ++t) {
+        putters.emplace_back([&pub, t] {
+            // Alternate one channel and two (two frames for one put) so
+            // puts of different sizes interleave in the publisher's queue.
+            for (int i = 0; i < each; ++i) {
+                const Json m{{"thread", t}, {"i", i}};
+                if (i % 2 == 0)
+                    pub.put("t", m);
+                else
+                    pub.put({"t", "all"}, m);
+            }
+        });
+    }
+    for (auto& p : putters) p.join();
+    constexpr std::size_t frames = threads * (each / 2 + 2 * (each / 2));
+    const auto got = receive(sub, frames);
+    REQUIRE(got.size() == frames);
+    std::vector<int> next_t(threads, 0);
+    std::vector<int> next_all(threads, 1);
+    for (const auto& m : got) {
+        const int t = m.message["thread"].get<int>();
+        const int i = m.message["i"].get<int>();
+        REQUIRE((t >= 0 && t < threads));
+        auto& next = m.channel == "t" ? next_t[static_cast<std::size_t>(t)] : next_all[static_cast<std::size_t>(t)];
+        CHECK(i == next);
+        next = i + (m.channel == "t" ? 1 : 2);
+    }
+    CHECK(sub.stats().dropped() == 0);
+    pub.stop();
+    CHECK(pub.sent() == frames);
 }
 
 TEST_CASE("publisher and subscribers in separate processes over tcp://127.0.0.1", "[bus]") {
