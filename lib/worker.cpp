@@ -30,19 +30,6 @@ extern "C" {
 namespace coproc::detail {
 namespace {
 
-// pidfd_open needs Linux 5.3; valgrind 3.19 does not know it either.
-// COPROC_FORCE_EXIT_PIPE=1 selects the fallback (the test suite runs both).
-bool pidfd_supported() {
-    static const bool supported = [] {
-        if (const char* force = std::getenv("COPROC_FORCE_EXIT_PIPE"); force != nullptr && *force == '1') return false;
-        const int fd = ::pidfd_open(::getpid(), 0);
-        if (fd < 0) return false;
-        ::close(fd);
-        return true;
-    }();
-    return supported;
-}
-
 ExitStatus decode_wait_status(int status) {
     if (WIFEXITED(status)) return ExitStatus::exited_with(WEXITSTATUS(status));
     return ExitStatus::killed_by(WTERMSIG(status));
@@ -90,6 +77,18 @@ bool is_crash_signal(int sig) {
 
 }  // namespace
 
+// pidfd_open needs Linux 5.3; valgrind 3.19 does not know it either.
+bool pidfd_supported() {
+    static const bool supported = [] {
+        if (const char* force = std::getenv("COPROC_FORCE_EXIT_PIPE"); force != nullptr && *force == '1') return false;
+        const int fd = ::pidfd_open(::getpid(), 0);
+        if (fd < 0) return false;
+        ::close(fd);
+        return true;
+    }();
+    return supported;
+}
+
 std::unique_ptr<ChildProcess> ChildProcess::fork(int channel_fd, int side_fd, int parent_death_signal,
                                                  ChildBody body, void* context) {
     // Everything the child needs is prepared before fork.
@@ -123,15 +122,17 @@ std::unique_ptr<ChildProcess> ChildProcess::fork(int channel_fd, int side_fd, in
     (void)::pthread_sigmask(SIG_SETMASK, &old, nullptr);
     if (pid < 0) throw SpawnError(fmt::format("coproc: fork failed: {}", std::strerror(fork_errno)));
 
-    if (!use_pidfd) {
-        exit_write.reset();  // only the child holds it now: EOF when it exits
-        return std::unique_ptr<ChildProcess>(new ChildProcess(pid, std::move(exit_read), false));
-    }
-    const int pidfd = ::pidfd_open(pid, 0);  // sets O_CLOEXEC itself
+    exit_write.reset();  // only the child holds it now: EOF when it exits
+    return adopt(pid, std::move(exit_read));
+}
+
+std::unique_ptr<ChildProcess> ChildProcess::adopt(long pid, UniqueFd exit_read) {
+    if (exit_read) return std::unique_ptr<ChildProcess>(new ChildProcess(pid, std::move(exit_read), false));
+    const int pidfd = ::pidfd_open(static_cast<pid_t>(pid), 0);  // sets O_CLOEXEC itself
     if (pidfd < 0) {
         const int err = errno;
-        (void)::kill(pid, SIGKILL);
-        (void)retry_eintr(::waitpid, pid, nullptr, 0);
+        (void)::kill(static_cast<pid_t>(pid), SIGKILL);
+        (void)retry_eintr(::waitpid, static_cast<pid_t>(pid), nullptr, 0);
         throw SpawnError(fmt::format("coproc: pidfd_open failed: {}", std::strerror(err)));
     }
     return std::unique_ptr<ChildProcess>(new ChildProcess(pid, UniqueFd(pidfd), true));

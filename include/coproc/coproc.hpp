@@ -12,4 +12,5 @@
 #include "coproc/request_ctr.hpp"
 #include "coproc/shared_memory.hpp"
 #include "coproc/shared_value.hpp"
+#include "coproc/worker_main.hpp"
 #include "coproc/worker_resource.hpp"

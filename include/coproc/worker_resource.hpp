@@ -31,9 +31,12 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -57,6 +60,60 @@ struct WorkerOptions {
     MessengerOptions messenger{};
 };
 
+/// Spawn mode: a worker that is a program of its own, whose main() calls
+/// coproc::worker_main (coproc/worker_main.hpp) with the same messenger type.
+struct Executable {
+    /// The program: a path, or a bare name searched in PATH.
+    std::string path;
+    /// Its arguments after argv[0] (which is `path`).
+    std::vector<std::string> args;
+};
+
+namespace detail {
+
+/// target and copies of args bound into one callable: call(messenger) runs
+/// target(messenger, args...) and returns its int result, or 0 for void.
+template <class Messenger, class F, class... Args>
+auto bind_target(F&& target, Args&&... args) {
+    return [fn = std::decay_t<F>(std::forward<F>(target)),
+            bound = std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...)](Messenger& m) mutable {
+        return std::apply(
+            [&](auto&... a) -> int {
+                if constexpr (std::is_convertible_v<std::invoke_result_t<decltype(fn)&, Messenger&, decltype(a)...>, int>)
+                    return static_cast<int>(std::invoke(fn, m, a...));
+                else {
+                    std::invoke(fn, m, a...);
+                    return 0;
+                }
+            },
+            bound);
+    };
+}
+
+/// The worker's side of a target's life, forked or spawned: runs call(m)
+/// and returns the exit code. An escaping exception is sent to the host as
+/// an error frame (code 1); ResourceRequestedClose is a clean end (0);
+/// ChannelClosed means the host is gone (1, nobody to tell). Never throws.
+template <class Messenger, class Call>
+int run_target(Messenger& m, Call& call) noexcept {
+    try {
+        return call(m);
+    } catch (const ResourceRequestedClose&) {
+        return 0;
+    } catch (const ChannelClosed&) {
+        return 1;
+    } catch (...) {
+        try {
+            m.send_error(std::current_exception());
+        } catch (...) {
+            // the host is gone or the channel broken: the exit code still tells
+        }
+        return 1;
+    }
+}
+
+}  // namespace detail
+
 template <class Messenger>
 class WorkerResource {
 public:
@@ -73,20 +130,25 @@ public:
     template <class F, class... Args>
         requires std::invocable<std::decay_t<F>&, Messenger&, std::decay_t<Args>&...>
     WorkerResource(const WorkerOptions& worker_options, F&& target, Args&&... args) : options_(worker_options) {
-        auto call = [fn = std::decay_t<F>(std::forward<F>(target)),
-                     bound = std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...)](Messenger& m) mutable {
-            return std::apply(
-                [&](auto&... a) -> int {
-                    if constexpr (std::is_convertible_v<std::invoke_result_t<decltype(fn)&, Messenger&, decltype(a)...>, int>)
-                        return static_cast<int>(std::invoke(fn, m, a...));
-                    else {
-                        std::invoke(fn, m, a...);
-                        return 0;
-                    }
-                },
-                bound);
-        };
+        auto call = detail::bind_target<Messenger>(std::forward<F>(target), std::forward<Args>(args)...);
         start(call);
+    }
+
+    /// Spawn mode: starts `program` as the worker and waits for its startup
+    /// handshake. Unlike a forked worker it shares nothing with this process
+    /// but fds 0, 1, 2 and its channel, so any thread may start one, whatever
+    /// the others do (see README, "Spawn mode"). It is watched, joined,
+    /// signalled and destroyed exactly like a forked one. Throws SpawnError
+    /// if the program cannot be started (not found, not executable), or
+    /// does not answer within start_timeout (it is killed and reaped then).
+    explicit WorkerResource(const Executable& program) : WorkerResource(WorkerOptions{}, program) {}
+    WorkerResource(const WorkerOptions& worker_options, const Executable& program) : options_(worker_options) {
+        auto ends = detail::make_link_pair();
+        register_host_end(ends.first);
+        child_ = detail::ChildProcess::spawn(program.path, program.args, ends.second.stream.get(),
+                                             ends.second.side.get(), options_.parent_death_signal);
+        ends.second = {};
+        await_start(std::move(ends.first), program.path);
     }
 
     WorkerResource(WorkerResource&&) noexcept = default;
@@ -158,19 +220,7 @@ private:
             // would keep the host from seeing EOF when this worker dies):
             // ChildProcess::fork registered both its fds as this process's.
             Messenger m(detail::LinkEnd{detail::UniqueFd(fd), detail::UniqueFd(ctx.side_fd)}, ctx.options);
-            try {
-                code = (*ctx.call)(m);
-            } catch (const ResourceRequestedClose&) {
-                code = 0;
-            } catch (const ChannelClosed&) {
-                code = 1;  // the host is gone: nobody to tell
-            } catch (...) {
-                try {
-                    m.send_error(std::current_exception());
-                } catch (...) {
-                }
-                code = 1;
-            }
+            code = detail::run_target(m, *ctx.call);
         } catch (...) {
             code = 1;
         }
@@ -180,21 +230,37 @@ private:
     template <class Call>
     void start(Call& call) {
         auto ends = detail::make_link_pair();
-        registration_ = detail::FdRegistration(ends.first.stream.get());
-        side_registration_ = detail::FdRegistration(ends.first.side.get());
+        register_host_end(ends.first);
         ChildContext<Call> ctx{&call, options_.messenger, ends.second.side.get()};
         child_ = detail::ChildProcess::fork(ends.second.stream.get(), ends.second.side.get(), options_.parent_death_signal,
                                             &child_main<Call>, &ctx);
         ends.second = {};  // the child's end lives only in the child
+        await_start(std::move(ends.first));
+    }
+
+    // Workers forked later close the host's ends of this one's link.
+    void register_host_end(const detail::LinkEnd& end) {
+        registration_ = detail::FdRegistration(end.stream.get());
+        side_registration_ = detail::FdRegistration(end.side.get());
+    }
+
+    // The child runs: builds our messenger and waits for its hello.
+    // `program`: the spawned executable, for the error message.
+    void await_start(detail::LinkEnd host_end, std::string_view program = {}) {
+        std::string why;
         try {
-            messenger_.emplace(std::move(ends.first), options_.messenger);
+            messenger_.emplace(std::move(host_end), options_.messenger);
             messenger_->link().set_watch(child_.get());
             if (messenger_->link().await_hello(detail::deadline_after(options_.start_timeout))) return;
         } catch (const ChannelClosed&) {
             // fall through: the child died during start-up
+        } catch (const ProtocolError& e) {
+            why = e.what();  // a spawned program with another message type or protocol version
         }
         const ExitStatus status = child_->kill_and_reap();
-        throw SpawnError(fmt::format("coproc: worker {} did not start ({})", child_->pid(), status.describe()));
+        const std::string name = program.empty() ? std::string() : fmt::format(" ('{}')", program);
+        throw SpawnError(fmt::format("coproc: worker {}{} did not start ({}{}{})", child_->pid(), name, status.describe(),
+                                     why.empty() ? "" : "; ", why));
     }
 
     std::optional<ExitStatus> join_until(detail::Deadline deadline) {

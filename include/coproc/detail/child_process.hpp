@@ -5,7 +5,9 @@
 
 #include <memory>
 #include <optional>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "coproc/detail/fd.hpp"
 #include "coproc/detail/link.hpp"
@@ -27,6 +29,18 @@ public:
     /// fails. Call with no other threads running (see README, Gotchas).
     static std::unique_ptr<ChildProcess> fork(int channel_fd, int side_fd, int parent_death_signal, ChildBody body,
                                               void* context);
+
+    /// Spawn mode: starts the executable `path` (searched in PATH when it
+    /// has no '/') with `args` after argv[0], through posix_spawn (a vfork:
+    /// nothing of this process runs in the child, so any thread may call
+    /// it). The child gets channel_fd as fd 3 and side_fd as fd 4 (and, where
+    /// pidfds are missing, its exit pipe as fd 5); every other fd but 0, 1, 2
+    /// is closed, all signals get their default disposition and the mask is
+    /// emptied; the environment gains COPROC_WORKER (see spawned_link()),
+    /// which tells the parent-death signal (0: none). Throws SpawnError if
+    /// the program cannot be started (the message names it and the reason).
+    static std::unique_ptr<ChildProcess> spawn(const std::string& path, const std::vector<std::string>& args,
+                                               int channel_fd, int side_fd, int parent_death_signal);
 
     ChildProcess(const ChildProcess&) = delete;
     ChildProcess& operator=(const ChildProcess&) = delete;
@@ -58,6 +72,10 @@ public:
 
 private:
     ChildProcess(long pid, UniqueFd exit_fd, bool is_pidfd);
+    // The child just started: watched through `exit_read` (the read end of
+    // its exit pipe) if valid, else through a new pidfd. Throws SpawnError
+    // (after killing and reaping the child) if pidfd_open fails.
+    static std::unique_ptr<ChildProcess> adopt(long pid, UniqueFd exit_read);
     // Non-blocking reap through waitid(P_PIDFD) or waitpid.
     bool reap_now();
 
@@ -70,6 +88,27 @@ private:
     FdRegistration exit_fd_registration_;
     std::optional<ExitStatus> status_;
 };
+
+/// True when this kernel (and valgrind, if we run under it) has pidfd_open;
+/// COPROC_FORCE_EXIT_PIPE=1 says false (the test suite runs both ways).
+[[nodiscard]] bool pidfd_supported();
+
+/// In a program spawned by ChildProcess::spawn: what its host passed.
+struct SpawnedLink {
+    LinkEnd end;  // fds 3 and 4, now close-on-exec
+    // Registered as this process's, so the workers it forks close them.
+    FdRegistration stream_registration;
+    FdRegistration side_registration;
+    FdRegistration exit_registration;
+    UniqueFd exit_pipe;  // fd 5 when the host has no pidfd: held until we end
+};
+/// Takes the link from COPROC_WORKER and fds 3 and 4 (once: the variable is
+/// removed, so programs this one starts do not see it), and sets the
+/// parent-death signal. Throws SpawnError if this program was not started by
+/// a WorkerResource in spawn mode (no or bad COPROC_WORKER, fds 3 or 4 not
+/// sockets), ChannelClosed if the host has already exited. Not thread-safe
+/// (it edits the environment): call it first thing in main().
+[[nodiscard]] SpawnedLink spawned_link();
 
 /// Flushes stdio and ends the process with `code` (never runs atexit handlers
 /// or static destructors of the host program image).

@@ -1,0 +1,67 @@
+// coproc/worker_main.hpp — the worker's side of spawn mode: main() of a
+// program that a host starts with WorkerResource(coproc::Executable{...}).
+//
+//   // square_worker.cpp
+//   using M = coproc::PriorityMessenger<long>;
+//   int main() {
+//       return coproc::worker_main<M>([](M& m) {
+//           for (;;) { long n = m.receive_blocking(); m.send_reply(n * n); }
+//       });
+//   }
+//
+//   // the host, in any thread
+//   coproc::WorkerResource<M> w(coproc::Executable{"./square_worker", {}});
+//
+// The target runs as a forked worker's does: an int result is the exit code,
+// an escaping exception reaches the host as an error frame (exit code 1),
+// ResourceRequestedClose (the host's close request) ends it with 0. The
+// messenger type must be the same on both sides (the startup handshake
+// compares a fingerprint of Msg: a mismatch is a SpawnError on the host), and
+// both programs must be built by the same compiler family.
+#pragma once
+
+#include <cstdio>
+#include <utility>
+
+#include "coproc/detail/child_process.hpp"
+#include "coproc/worker_resource.hpp"
+
+namespace coproc {
+
+/// Runs `target(messenger, args...)` as the worker of the host that spawned
+/// this program, and returns the exit code for main() to return. Call it
+/// first thing in main(), before starting threads (it edits the environment:
+/// COPROC_WORKER is removed, so programs this one starts do not see it).
+/// Sets the parent-death signal the host asked for (WorkerOptions). Throws
+/// SpawnError if this program was not started by a WorkerResource (run by
+/// hand, say); returns 1 at once if the host has already exited. Never
+/// throws once the target runs.
+template <class Messenger, class F, class... Args>
+    requires std::invocable<std::decay_t<F>&, Messenger&, std::decay_t<Args>&...>
+int worker_main(const MessengerOptions& options, F&& target, Args&&... args) {
+    detail::SpawnedLink link;
+    try {
+        link = detail::spawned_link();
+    } catch (const ChannelClosed&) {
+        return 1;  // the host is gone
+    }
+    auto call = detail::bind_target<Messenger>(std::forward<F>(target), std::forward<Args>(args)...);
+    int code = 1;
+    try {
+        Messenger m(std::move(link.end), options);
+        code = detail::run_target(m, call);
+    } catch (...) {
+        code = 1;  // the messenger could not be built: the host sees the exit
+    }
+    std::fflush(nullptr);
+    return code;
+}
+
+/// The same with default MessengerOptions.
+template <class Messenger, class F, class... Args>
+    requires std::invocable<std::decay_t<F>&, Messenger&, std::decay_t<Args>&...>
+int worker_main(F&& target, Args&&... args) {
+    return worker_main<Messenger>(MessengerOptions{}, std::forward<F>(target), std::forward<Args>(args)...);
+}
+
+}  // namespace coproc

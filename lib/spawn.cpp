@@ -1,0 +1,170 @@
+// Spawn mode: a worker that is an executable of its own. The host starts it
+// with posix_spawn, handing over its end of the link as fds 3 and 4; the
+// program takes them back with spawned_link() (through coproc::worker_main).
+//
+// Why posix_spawn and not fork + exec (or Boost.Process v1, which forks):
+// glibc's posix_spawn runs the child on a vfork (CLONE_VM | CLONE_VFORK) and
+// execs at once, so nothing of this process -- no lock another thread holds,
+// no atfork handler -- ever runs in the child. That is the point of spawn
+// mode: it is safe from a multi-threaded host. It also reports a failed exec
+// as an error number, closes fds with closefrom and resets signals itself.
+#include "coproc/detail/child_process.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string_view>
+
+#include <fmt/format.h>
+
+extern char** environ;  // NOLINT: POSIX declares it nowhere
+
+namespace coproc::detail {
+namespace {
+
+// The environment variable that tells a spawned program it is a worker:
+// "1:<host pid>:<parent-death signal>:<exit pipe fd or -1>". The link itself
+// is always at fds 3 (stream) and 4 (side channel).
+constexpr std::string_view env_name = "COPROC_WORKER";
+constexpr int stream_fd_number = 3;
+constexpr int side_fd_number = 4;
+constexpr int exit_fd_number = 5;
+
+// posix_spawn's functions return an error number instead of setting errno.
+void check_spawn(int rc, const char* what) {
+    if (rc != 0) throw_system_error(rc, what);
+}
+
+// RAII for posix_spawn's two attribute objects.
+struct SpawnActions {
+    posix_spawn_file_actions_t actions{};
+    SpawnActions() { check_spawn(::posix_spawn_file_actions_init(&actions), "posix_spawn_file_actions_init"); }
+    ~SpawnActions() { (void)::posix_spawn_file_actions_destroy(&actions); }
+    SpawnActions(const SpawnActions&) = delete;
+    SpawnActions& operator=(const SpawnActions&) = delete;
+};
+struct SpawnAttributes {
+    posix_spawnattr_t attr{};
+    SpawnAttributes() { check_spawn(::posix_spawnattr_init(&attr), "posix_spawnattr_init"); }
+    ~SpawnAttributes() { (void)::posix_spawnattr_destroy(&attr); }
+    SpawnAttributes(const SpawnAttributes&) = delete;
+    SpawnAttributes& operator=(const SpawnAttributes&) = delete;
+};
+
+// A copy of `fd` numbered above the fds the child will use, so that no
+// dup2 below overwrites the source of a later one.
+UniqueFd above_child_fds(int fd) {
+    const int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, exit_fd_number + 1);
+    if (copy < 0) throw_system_error(errno, "fcntl(F_DUPFD_CLOEXEC)");
+    return UniqueFd(copy);
+}
+
+}  // namespace
+
+std::unique_ptr<ChildProcess> ChildProcess::spawn(const std::string& path, const std::vector<std::string>& args,
+                                                  int channel_fd, int side_fd, int parent_death_signal) {
+    const UniqueFd stream = above_child_fds(channel_fd);
+    const UniqueFd side = above_child_fds(side_fd);
+    UniqueFd exit_read, exit_write;
+    if (!pidfd_supported()) {
+        int p[2];
+        check_unix(::pipe2(p, O_CLOEXEC), "pipe2");
+        exit_read.reset(p[0]);
+        const UniqueFd write_end(p[1]);
+        exit_write = above_child_fds(write_end.get());
+    }
+
+    // dup2 onto another number clears FD_CLOEXEC on the copy: these survive
+    // the exec; everything above them is closed (coproc's fds are all
+    // close-on-exec already; this also catches the user's).
+    SpawnActions fa;
+    check_spawn(::posix_spawn_file_actions_adddup2(&fa.actions, stream.get(), stream_fd_number), "posix_spawn adddup2");
+    check_spawn(::posix_spawn_file_actions_adddup2(&fa.actions, side.get(), side_fd_number), "posix_spawn adddup2");
+    if (exit_write)
+        check_spawn(::posix_spawn_file_actions_adddup2(&fa.actions, exit_write.get(), exit_fd_number), "posix_spawn adddup2");
+    check_spawn(::posix_spawn_file_actions_addclosefrom_np(&fa.actions, exit_write ? exit_fd_number + 1 : exit_fd_number),
+             "posix_spawn addclosefrom");
+
+    // Default dispositions for every signal (an ignored one would stay
+    // ignored across exec) and an empty mask, whatever the host set.
+    SpawnAttributes sa;
+    sigset_t all, none;
+    sigfillset(&all);
+    sigemptyset(&none);
+    (void)::posix_spawnattr_setsigdefault(&sa.attr, &all);
+    (void)::posix_spawnattr_setsigmask(&sa.attr, &none);
+    (void)::posix_spawnattr_setflags(&sa.attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+
+    std::vector<char*> argv;
+    argv.reserve(args.size() + 2);
+    argv.push_back(const_cast<char*>(path.c_str()));  // NOLINT: exec's signature is not const-correct
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));  // NOLINT
+    argv.push_back(nullptr);
+    // Our environment, less a COPROC_WORKER of our own (when this process is
+    // itself a spawned worker, spawned_link() removed it already), plus the child's.
+    const std::string ours = fmt::format("{}=1:{}:{}:{}", env_name, ::getpid(), parent_death_signal,
+                                         exit_write ? exit_fd_number : -1);
+    std::vector<char*> envp;
+    for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+        const std::string_view entry(*e);
+        if (entry.size() > env_name.size() && entry.substr(0, env_name.size()) == env_name && entry[env_name.size()] == '=')
+            continue;
+        envp.push_back(*e);
+    }
+    envp.push_back(const_cast<char*>(ours.c_str()));  // NOLINT
+    envp.push_back(nullptr);
+
+    pid_t pid = -1;
+    const bool search = path.find('/') == std::string::npos;
+    const int rc = search ? ::posix_spawnp(&pid, path.c_str(), &fa.actions, &sa.attr, argv.data(), envp.data())
+                          : ::posix_spawn(&pid, path.c_str(), &fa.actions, &sa.attr, argv.data(), envp.data());
+    if (rc != 0) throw SpawnError(fmt::format("coproc: cannot spawn '{}': {}", path, std::strerror(rc)));
+    exit_write.reset();  // only the child holds it now: EOF when it exits
+    return adopt(pid, std::move(exit_read));
+}
+
+SpawnedLink spawned_link() {
+    const char* value = std::getenv(std::string(env_name).c_str());
+    if (value == nullptr)
+        throw SpawnError(fmt::format("coproc: this program was not started by a coproc::WorkerResource ({} is not set)",
+                                     env_name));
+    int version = 0, host = 0, death_signal = 0, exit_fd = -1;
+    char tail = 0;
+    if (std::sscanf(value, "%d:%d:%d:%d%c", &version, &host, &death_signal, &exit_fd, &tail) != 4 || version != 1 ||
+        host <= 0 || death_signal < 0 || death_signal >= NSIG || (exit_fd != -1 && exit_fd != exit_fd_number))
+        throw SpawnError(fmt::format("coproc: malformed {}='{}'", env_name, value));
+    (void)::unsetenv(std::string(env_name).c_str());  // not for the programs we start
+    for (const int fd : {stream_fd_number, side_fd_number}) {
+        struct stat st {};
+        if (::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
+            throw SpawnError(fmt::format("coproc: fd {} is not the worker's socket ({} set, but no link)", fd, env_name));
+    }
+    // The parent-death signal survives exec, but posix_spawn cannot set it:
+    // we do, then check the host did not die before (nobody would signal us).
+    if (death_signal != 0) (void)::prctl(PR_SET_PDEATHSIG, static_cast<unsigned long>(death_signal));
+    if (::getppid() != host) throw ChannelClosed("coproc: the host exited before its spawned worker started");
+
+    SpawnedLink link;
+    for (const int fd : {stream_fd_number, side_fd_number, exit_fd}) {
+        if (fd >= 0) (void)::fcntl(fd, F_SETFD, FD_CLOEXEC);  // programs we start must not inherit them
+    }
+    link.end.stream.reset(stream_fd_number);
+    link.end.side.reset(side_fd_number);
+    link.stream_registration = FdRegistration(stream_fd_number);
+    link.side_registration = FdRegistration(side_fd_number);
+    if (exit_fd >= 0) {
+        link.exit_pipe.reset(exit_fd);
+        link.exit_registration = FdRegistration(exit_fd);
+    }
+    return link;
+}
+
+}  // namespace coproc::detail

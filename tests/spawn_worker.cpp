@@ -1,0 +1,88 @@
+// The one worker program of the spawn-mode tests (test_spawn.cpp); argv[1]
+// picks what it does. It speaks PriorityMessenger<std::string>, except in
+// mode "int", which speaks PriorityMessenger<int> (a type mismatch).
+#include <coproc/worker_main.hpp>
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include <fmt/format.h>
+
+namespace {
+
+using M = coproc::PriorityMessenger<std::string>;
+
+void echo(M& m) {
+    for (;;) m.send_reply(m.receive_blocking());
+}
+
+// What this process got from its host: open fds, whether COPROC_WORKER is
+// still visible, SIGUSR1's disposition, the signal mask, the parent-death signal.
+std::string report() {
+    std::string fds;
+    if (DIR* d = ::opendir("/proc/self/fd")) {
+        const int own = ::dirfd(d);
+        while (const dirent* e = ::readdir(d)) {
+            if (e->d_name[0] == '.' || std::atoi(e->d_name) == own) continue;
+            fds += (fds.empty() ? "" : ",") + std::string(e->d_name);
+        }
+        ::closedir(d);
+    }
+    struct sigaction usr1 {};
+    (void)::sigaction(SIGUSR1, nullptr, &usr1);
+    sigset_t mask;
+    (void)::sigprocmask(SIG_BLOCK, nullptr, &mask);
+    bool empty_mask = true;
+    for (int sig = 1; sig < NSIG; ++sig) {
+        if (sigismember(&mask, sig) == 1) empty_mask = false;
+    }
+    int death_signal = 0;
+    (void)::prctl(PR_GET_PDEATHSIG, &death_signal);
+    return fmt::format("fds={} env={} usr1={} mask={} pdeathsig={}", fds,
+                       std::getenv("COPROC_WORKER") != nullptr ? "set" : "unset",
+                       usr1.sa_handler == SIG_DFL ? "default" : "changed", empty_mask ? "empty" : "blocked", death_signal);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    (void)::alarm(60);  // a watchdog: no test worker outlives its test
+    const std::string_view mode = argc > 1 ? argv[1] : "";
+    if (mode == "int") {
+        using I = coproc::PriorityMessenger<int>;
+        return coproc::worker_main<I>([](I& m) { (void)m.receive_blocking(); });
+    }
+    return coproc::worker_main<M>([&](M& m) -> int {
+        if (mode == "echo") echo(m);
+        if (mode == "exit") return std::atoi(argv[2]);
+        if (mode == "throw") throw std::invalid_argument("bad input, said the spawned worker");
+        if (mode == "abort") std::abort();
+        if (mode == "busy") {
+            volatile unsigned long spin = 0;
+            for (;;) spin = spin + 1;  // computes, never reads: only a signal ends it
+        }
+        if (mode == "report") m.send_norequest(report());
+        if (mode == "stdout") {
+            std::printf("printed by a spawned worker\n");
+            m.send_norequest("printed");
+        }
+        if (mode == "nested") {
+            // Spawns a worker of its own (this program, echoing) and relays.
+            coproc::WorkerResource<M> inner(coproc::Executable{argv[0], {"echo"}});
+            inner.messenger().send_request(m.receive_blocking() + " via a nested worker");
+            m.send_reply(inner.messenger().receive_blocking());
+            return inner.join(std::chrono::seconds(10)).code();
+        }
+        (void)m.receive_blocking();  // wait for the close request
+        return 0;
+    });
+}
