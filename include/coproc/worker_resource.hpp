@@ -20,6 +20,10 @@
 // default signal dispositions and mask, every fd coproc holds for other
 // workers closed, the parent-death signal set (WorkerOptions), _exit at the end.
 //
+// Spawn mode, WorkerResource<M> w(Executable{path, args}), starts a program
+// of its own whose main() calls coproc::worker_main<M> (worker_main.hpp):
+// safe from any thread of a multi-threaded host; the same API otherwise.
+//
 // Host-side methods are for the thread that owns the WorkerResource; none is
 // thread-safe. The host owns the child's pid: never waitpid() it yourself.
 #pragma once
