@@ -71,6 +71,15 @@ TEST_CASE("a spawned worker answers requests; join gives its exit code", "[spawn
     CHECK(coproc::test::open_fds() == fds_before);
 }
 
+TEST_CASE("Executable and WorkerResource format like coproc's reprs", "[spawn]") {
+    CHECK(fmt::format("{}", coproc::Executable{"./square_worker", {"--fast", "2"}}) ==
+          "Executable(path='./square_worker', args=['--fast', '2'])");
+    CHECK(fmt::format("{}", coproc::Executable{"true", {}}) == "Executable(path='true', args=[])");
+    Worker w(program("echo"));
+    CHECK(fmt::format("{}", w) == fmt::format("WorkerResource(pid={}, messenger={})", w.pid(), w.messenger()));
+    CHECK_THAT(fmt::format("{}", w), Catch::StartsWith("WorkerResource(pid=") && Catch::Contains("PriorityMessenger(fd="));
+}
+
 TEST_CASE("a spawned worker's int result is its exit code", "[spawn]") {
     Worker w(program("exit", {"7"}));
     CHECK(w.join(10s) == ExitStatus::exited_with(7));

@@ -314,3 +314,23 @@ private:
 };
 
 }  // namespace coproc
+
+/// Executable(path='./square_worker', args=['--fast'])
+template <>
+struct fmt::formatter<coproc::Executable> : fmt::formatter<std::string_view> {
+    template <class Ctx>
+    auto format(const coproc::Executable& e, Ctx& ctx) const {
+        auto out = fmt::format_to(ctx.out(), "Executable(path='{}', args=[", e.path);
+        for (std::size_t i = 0; i < e.args.size(); ++i) out = fmt::format_to(out, "{}'{}'", i == 0 ? "" : ", ", e.args[i]);
+        return fmt::format_to(out, "])");
+    }
+};
+
+/// WorkerResource(pid=1234, messenger=PriorityMessenger(fd=5, ...))
+template <class Messenger>
+struct fmt::formatter<coproc::WorkerResource<Messenger>> : fmt::formatter<std::string_view> {
+    template <class Ctx>
+    auto format(const coproc::WorkerResource<Messenger>& w, Ctx& ctx) const {
+        return fmt::format_to(ctx.out(), "WorkerResource(pid={}, messenger={})", w.pid(), w.messenger());
+    }
+};
