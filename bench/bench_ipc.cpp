@@ -9,6 +9,7 @@
 #include <coproc/coproc.hpp>
 
 #include <sched.h>
+#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,6 +25,8 @@
 
 #include <boost/interprocess/ipc/message_queue.hpp>
 #include <zmq.hpp>
+
+extern char** environ;  // NOLINT: POSIX declares it nowhere
 
 namespace {
 
@@ -323,6 +326,36 @@ void BM_coproc_spawn(benchmark::State& state) {
     state.SetItemsProcessed(state.iterations());
 }
 
+// Spawn mode: a worker that is a program of its own (bench_worker, next to
+// this one), against posix_spawn + waitpid of the same program told to exit.
+std::string bench_worker_path() {
+    char self[4096];
+    const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) std::abort();
+    std::string path(self, static_cast<std::size_t>(n));
+    return path.substr(0, path.rfind('/') + 1) + "bench_worker";
+}
+
+void BM_raw_posix_spawn(benchmark::State& state) {
+    const std::string path = bench_worker_path();
+    char* argv[] = {const_cast<char*>(path.c_str()), const_cast<char*>("exit"), nullptr};
+    for (auto _ : state) {
+        pid_t pid = -1;
+        if (::posix_spawn(&pid, path.c_str(), nullptr, nullptr, argv, environ) != 0) std::abort();
+        ::waitpid(pid, nullptr, 0);
+    }
+    state.SetItemsProcessed(state.iterations());
+}
+
+void BM_coproc_spawn_exec(benchmark::State& state) {
+    const coproc::Executable program{bench_worker_path(), {}};
+    for (auto _ : state) {
+        coproc::WorkerResource<coproc::MultiMessenger<int>> w(program);
+        benchmark::DoNotOptimize(w.join());
+    }
+    state.SetItemsProcessed(state.iterations());
+}
+
 // ---------------------------------------------------------------- peers
 
 namespace bip = boost::interprocess;
@@ -485,6 +518,8 @@ BENCHMARK(BM_coproc_large_blob)->Arg(1 << 20)->Arg(16 << 20)->UseRealTime();
 BENCHMARK(BM_coproc_rtt_latency)->UseRealTime();
 BENCHMARK(BM_raw_fork_waitpid)->UseRealTime();
 BENCHMARK(BM_coproc_spawn)->UseRealTime();
+BENCHMARK(BM_raw_posix_spawn)->UseRealTime();
+BENCHMARK(BM_coproc_spawn_exec)->UseRealTime();
 BENCHMARK(BM_boost_mq_rtt)->UseRealTime();
 BENCHMARK(BM_boost_mq_stream64)->UseRealTime();
 BENCHMARK(BM_zmq_rtt)->UseRealTime();

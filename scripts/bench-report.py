@@ -60,6 +60,9 @@ result = {
     "large1m_blob_ratio": bps("BM_coproc_large_blob/1048576") / bps("BM_raw_large/1048576"),
     "large16m_blob_ratio": bps("BM_coproc_large_blob/16777216") / bps("BM_raw_large/16777216"),
     "spawn_ratio": ns("BM_coproc_spawn") / ns("BM_raw_fork_waitpid"),
+    # Spawn mode: a worker program started + joined / posix_spawn + waitpid of the same program.
+    "spawn_exec_ratio": ns("BM_coproc_spawn_exec") / ns("BM_raw_posix_spawn"),
+    "spawn_exec_ms": ns("BM_coproc_spawn_exec") / 1e6,
     "rounds": len(runs["BM_raw_rtt"]),
 }
 # Sweep for the plot: size, raw and coproc time per message and throughput.
