@@ -64,6 +64,11 @@ TEST_CASE("a spawned worker answers requests; join gives its exit code", "[spawn
             w.messenger().send_request("ping " + std::to_string(i));
             CHECK(w.messenger().receive_blocking(coproc::Channel{}, 10s) == "ping " + std::to_string(i));
         }
+        // Large payloads go through shared memory (memfds on the side
+        // channel, fd 4 in the worker), both ways.
+        const std::string big = coproc::test::pattern(std::size_t{4} << 20, 7);
+        w.messenger().send_request(big);
+        CHECK(w.messenger().receive_blocking(coproc::Channel{}, 10s) == big);
         CHECK(w.messenger().remaining() == 0);
         CHECK(w.join(10s) == ExitStatus::exited_with(0));  // the close request ends the echo loop
     }
