@@ -43,21 +43,19 @@ void check_spawn(int rc, const char* what) {
     if (rc != 0) throw_system_error(rc, what);
 }
 
-// RAII for posix_spawn's two attribute objects.
-struct SpawnActions {
-    posix_spawn_file_actions_t actions{};
-    SpawnActions() { check_spawn(::posix_spawn_file_actions_init(&actions), "posix_spawn_file_actions_init"); }
-    ~SpawnActions() { (void)::posix_spawn_file_actions_destroy(&actions); }
-    SpawnActions(const SpawnActions&) = delete;
-    SpawnActions& operator=(const SpawnActions&) = delete;
+// RAII for posix_spawn's two attribute objects, each with its own init and
+// destroy functions.
+template <class T, int (*init)(T*), int (*destroy)(T*)>
+struct SpawnObject {
+    T object{};
+    SpawnObject() { check_spawn(init(&object), "posix_spawn: initialising its attributes"); }
+    ~SpawnObject() { (void)destroy(&object); }
+    SpawnObject(const SpawnObject&) = delete;
+    SpawnObject& operator=(const SpawnObject&) = delete;
 };
-struct SpawnAttributes {
-    posix_spawnattr_t attr{};
-    SpawnAttributes() { check_spawn(::posix_spawnattr_init(&attr), "posix_spawnattr_init"); }
-    ~SpawnAttributes() { (void)::posix_spawnattr_destroy(&attr); }
-    SpawnAttributes(const SpawnAttributes&) = delete;
-    SpawnAttributes& operator=(const SpawnAttributes&) = delete;
-};
+using SpawnActions =
+    SpawnObject<posix_spawn_file_actions_t, ::posix_spawn_file_actions_init, ::posix_spawn_file_actions_destroy>;
+using SpawnAttributes = SpawnObject<posix_spawnattr_t, ::posix_spawnattr_init, ::posix_spawnattr_destroy>;
 
 // A copy of `fd` numbered above the fds the child will use, so that no
 // dup2 below overwrites the source of a later one.
@@ -86,11 +84,11 @@ std::unique_ptr<ChildProcess> ChildProcess::spawn(const std::string& path, const
     // the exec; everything above them is closed (coproc's fds are all
     // close-on-exec already; this also catches the user's).
     SpawnActions fa;
-    check_spawn(::posix_spawn_file_actions_adddup2(&fa.actions, stream.get(), stream_fd_number), "posix_spawn adddup2");
-    check_spawn(::posix_spawn_file_actions_adddup2(&fa.actions, side.get(), side_fd_number), "posix_spawn adddup2");
+    check_spawn(::posix_spawn_file_actions_adddup2(&fa.object, stream.get(), stream_fd_number), "posix_spawn adddup2");
+    check_spawn(::posix_spawn_file_actions_adddup2(&fa.object, side.get(), side_fd_number), "posix_spawn adddup2");
     if (exit_write)
-        check_spawn(::posix_spawn_file_actions_adddup2(&fa.actions, exit_write.get(), exit_fd_number), "posix_spawn adddup2");
-    check_spawn(::posix_spawn_file_actions_addclosefrom_np(&fa.actions, exit_write ? exit_fd_number + 1 : exit_fd_number),
+        check_spawn(::posix_spawn_file_actions_adddup2(&fa.object, exit_write.get(), exit_fd_number), "posix_spawn adddup2");
+    check_spawn(::posix_spawn_file_actions_addclosefrom_np(&fa.object, exit_write ? exit_fd_number + 1 : exit_fd_number),
              "posix_spawn addclosefrom");
 
     // Default dispositions for every signal (an ignored one would stay
@@ -99,9 +97,9 @@ std::unique_ptr<ChildProcess> ChildProcess::spawn(const std::string& path, const
     sigset_t all, none;
     sigfillset(&all);
     sigemptyset(&none);
-    (void)::posix_spawnattr_setsigdefault(&sa.attr, &all);
-    (void)::posix_spawnattr_setsigmask(&sa.attr, &none);
-    (void)::posix_spawnattr_setflags(&sa.attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    (void)::posix_spawnattr_setsigdefault(&sa.object, &all);
+    (void)::posix_spawnattr_setsigmask(&sa.object, &none);
+    (void)::posix_spawnattr_setflags(&sa.object, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
 
     std::vector<char*> argv;
     argv.reserve(args.size() + 2);
@@ -124,8 +122,8 @@ std::unique_ptr<ChildProcess> ChildProcess::spawn(const std::string& path, const
 
     pid_t pid = -1;
     const bool search = path.find('/') == std::string::npos;
-    const int rc = search ? ::posix_spawnp(&pid, path.c_str(), &fa.actions, &sa.attr, argv.data(), envp.data())
-                          : ::posix_spawn(&pid, path.c_str(), &fa.actions, &sa.attr, argv.data(), envp.data());
+    const int rc = search ? ::posix_spawnp(&pid, path.c_str(), &fa.object, &sa.object, argv.data(), envp.data())
+                          : ::posix_spawn(&pid, path.c_str(), &fa.object, &sa.object, argv.data(), envp.data());
     if (rc != 0) throw SpawnError(fmt::format("coproc: cannot spawn '{}': {}", path, std::strerror(rc)));
     exit_write.reset();  // only the child holds it now: EOF when it exits
     return adopt(pid, std::move(exit_read));
