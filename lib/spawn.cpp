@@ -17,10 +17,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <string_view>
 
 #include <fmt/format.h>
@@ -37,6 +39,9 @@ constexpr std::string_view env_name = "COPROC_WORKER";
 constexpr int stream_fd_number = 3;
 constexpr int side_fd_number = 4;
 constexpr int exit_fd_number = 5;
+
+// "NAME" of a "NAME=value" environment entry.
+std::string_view name_of(std::string_view entry) { return entry.substr(0, entry.find('=')); }
 
 // posix_spawn's functions return an error number instead of setting errno.
 void check_spawn(int rc, const char* what) {
@@ -68,7 +73,16 @@ UniqueFd above_child_fds(int fd) {
 }  // namespace
 
 std::unique_ptr<ChildProcess> ChildProcess::spawn(const std::string& path, const std::vector<std::string>& args,
-                                                  int channel_fd, int side_fd, int parent_death_signal) {
+                                                  const std::vector<std::string>& env,
+                                                  const std::string& working_directory, int channel_fd, int side_fd,
+                                                  int parent_death_signal) {
+    for (const auto& entry : env) {
+        const auto eq = entry.find('=');
+        if (eq == std::string::npos || eq == 0)
+            throw std::invalid_argument(fmt::format("coproc: environment entry '{}' is not NAME=value", entry));
+        if (name_of(entry) == env_name)
+            throw std::invalid_argument(fmt::format("coproc: {} is set by coproc itself", env_name));
+    }
     const UniqueFd stream = above_child_fds(channel_fd);
     const UniqueFd side = above_child_fds(side_fd);
     UniqueFd exit_read, exit_write;
@@ -90,6 +104,9 @@ std::unique_ptr<ChildProcess> ChildProcess::spawn(const std::string& path, const
         check_spawn(::posix_spawn_file_actions_adddup2(&fa.object, exit_write.get(), exit_fd_number), "posix_spawn adddup2");
     check_spawn(::posix_spawn_file_actions_addclosefrom_np(&fa.object, exit_write ? exit_fd_number + 1 : exit_fd_number),
              "posix_spawn addclosefrom");
+    // In the child, before the exec: a relative `path` is found from there.
+    if (!working_directory.empty())
+        check_spawn(::posix_spawn_file_actions_addchdir_np(&fa.object, working_directory.c_str()), "posix_spawn addchdir");
 
     // Default dispositions for every signal (an ignored one would stay
     // ignored across exec) and an empty mask, whatever the host set.
@@ -106,25 +123,31 @@ std::unique_ptr<ChildProcess> ChildProcess::spawn(const std::string& path, const
     argv.push_back(const_cast<char*>(path.c_str()));  // NOLINT: exec's signature is not const-correct
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));  // NOLINT
     argv.push_back(nullptr);
-    // Our environment, less a COPROC_WORKER of our own (when this process is
-    // itself a spawned worker, spawned_link() removed it already), plus the child's.
+    // Our environment, less what `env` replaces and a COPROC_WORKER of our
+    // own (when this process is itself a spawned worker, spawned_link()
+    // removed it already), then `env` and the child's COPROC_WORKER.
     const std::string ours = fmt::format("{}=1:{}:{}:{}", env_name, ::getpid(), parent_death_signal,
                                          exit_write ? exit_fd_number : -1);
     std::vector<char*> envp;
     for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-        const std::string_view entry(*e);
-        if (entry.size() > env_name.size() && entry.substr(0, env_name.size()) == env_name && entry[env_name.size()] == '=')
-            continue;
-        envp.push_back(*e);
+        const std::string_view name = name_of(*e);
+        const bool replaced = name == env_name || std::any_of(env.begin(), env.end(), [&](const std::string& entry) {
+                                  return name_of(entry) == name;
+                              });
+        if (!replaced) envp.push_back(*e);
     }
-    envp.push_back(const_cast<char*>(ours.c_str()));  // NOLINT
+    for (const auto& entry : env) envp.push_back(const_cast<char*>(entry.c_str()));  // NOLINT
+    envp.push_back(const_cast<char*>(ours.c_str()));                                  // NOLINT
     envp.push_back(nullptr);
 
     pid_t pid = -1;
     const bool search = path.find('/') == std::string::npos;
     const int rc = search ? ::posix_spawnp(&pid, path.c_str(), &fa.object, &sa.object, argv.data(), envp.data())
                           : ::posix_spawn(&pid, path.c_str(), &fa.object, &sa.object, argv.data(), envp.data());
-    if (rc != 0) throw SpawnError(fmt::format("coproc: cannot spawn '{}': {}", path, std::strerror(rc)));
+    if (rc != 0)
+        throw SpawnError(fmt::format("coproc: cannot spawn '{}'{}: {}", path,
+                                     working_directory.empty() ? "" : fmt::format(" in '{}'", working_directory),
+                                     std::strerror(rc)));
     exit_write.reset();  // only the child holds it now: EOF when it exits
     return adopt(pid, std::move(exit_read));
 }

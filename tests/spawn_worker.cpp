@@ -71,6 +71,13 @@ int main(int argc, char** argv) {
             for (;;) spin = spin + 1;  // computes, never reads: only a signal ends it
         }
         if (mode == "report") m.send_norequest(report());
+        if (mode == "where") {
+            char cwd[4096] = "?";
+            (void)!::getcwd(cwd, sizeof cwd);
+            const char* var = std::getenv("COPROC_TEST_VAR");
+            const char* home = std::getenv("HOME");
+            m.send_norequest(fmt::format("{} {} {}", cwd, var != nullptr ? var : "unset", home != nullptr ? home : "unset"));
+        }
         if (mode == "stdout") {
             std::printf("printed by a spawned worker\n");
             m.send_norequest("printed");

@@ -80,6 +80,8 @@ TEST_CASE("Executable and WorkerResource format like coproc's reprs", "[spawn]")
     CHECK(fmt::format("{}", coproc::Executable{"./square_worker", {"--fast", "2"}}) ==
           "Executable(path='./square_worker', args=['--fast', '2'])");
     CHECK(fmt::format("{}", coproc::Executable{"true", {}}) == "Executable(path='true', args=[])");
+    CHECK(fmt::format("{}", coproc::Executable{"w", {}, {"A=1"}, "/tmp"}) ==
+          "Executable(path='w', args=[], env=['A=1'], working_directory='/tmp')");
     Worker w(program("echo"));
     CHECK(fmt::format("{}", w) == fmt::format("WorkerResource(pid={}, messenger={})", w.pid(), w.messenger()));
     CHECK_THAT(fmt::format("{}", w), Catch::StartsWith("WorkerResource(pid=") && Catch::Contains("PriorityMessenger(fd="));
@@ -167,6 +169,36 @@ TEST_CASE("only 0, 1, 2 and its channel reach a spawned worker; signals are rese
     // where the host watches its workers without pidfds.
     const std::string fds = coproc::detail::pidfd_supported() ? "0,1,2,3,4" : "0,1,2,3,4,5";
     CHECK(got == fmt::format("fds={} env=unset usr1=default mask=empty pdeathsig={}", fds, SIGTERM));
+}
+
+TEST_CASE("a spawned worker's environment and working directory", "[spawn]") {
+    SECTION("added and replaced variables, another directory") {
+        coproc::Executable p = program("where");
+        p.env = {"COPROC_TEST_VAR=42", "HOME=/nowhere"};
+        p.working_directory = "/tmp";
+        Worker w(p);
+        CHECK(w.messenger().receive_blocking(coproc::Channel{}, 10s) == "/tmp 42 /nowhere");
+    }
+    SECTION("by default, the host's") {
+        char cwd[4096];
+        REQUIRE(::getcwd(cwd, sizeof cwd) != nullptr);
+        const char* home = std::getenv("HOME");
+        Worker w(program("where"));
+        CHECK(w.messenger().receive_blocking(coproc::Channel{}, 10s) ==
+              fmt::format("{} unset {}", cwd, home != nullptr ? home : "unset"));
+    }
+    SECTION("bad entries and directories are refused") {
+        const auto fds_before = coproc::test::open_fds();
+        coproc::Executable p = program("where");
+        p.env = {"NO_EQUALS_SIGN"};
+        CHECK_THROWS_AS(Worker(p), std::invalid_argument);
+        p.env = {"COPROC_WORKER=1:1:0:-1"};
+        CHECK_THROWS_AS(Worker(p), std::invalid_argument);
+        p.env = {};
+        p.working_directory = "/nonexistent/coproc-dir";
+        CHECK_THROWS_WITH(Worker(p), Catch::Contains("in '/nonexistent/coproc-dir'"));
+        CHECK(coproc::test::open_fds() == fds_before);
+    }
 }
 
 TEST_CASE("a spawned worker's stdout is the host's, unbuffered by nothing of the host", "[spawn]") {

@@ -71,6 +71,10 @@ struct Executable {
     std::string path;
     /// Its arguments after argv[0] (which is `path`).
     std::vector<std::string> args;
+    /// "NAME=value" entries added to (or replacing in) the host's environment.
+    std::vector<std::string> env{};
+    /// Its working directory; empty: the host's.
+    std::string working_directory{};
 };
 
 namespace detail {
@@ -149,8 +153,9 @@ public:
     WorkerResource(const WorkerOptions& worker_options, const Executable& program) : options_(worker_options) {
         auto ends = detail::make_link_pair();
         register_host_end(ends.first);
-        child_ = detail::ChildProcess::spawn(program.path, program.args, ends.second.stream.get(),
-                                             ends.second.side.get(), options_.parent_death_signal);
+        child_ = detail::ChildProcess::spawn(program.path, program.args, program.env, program.working_directory,
+                                             ends.second.stream.get(), ends.second.side.get(),
+                                             options_.parent_death_signal);
         ends.second = {};
         await_start(std::move(ends.first), program.path);
     }
@@ -322,7 +327,14 @@ struct fmt::formatter<coproc::Executable> : fmt::formatter<std::string_view> {
     auto format(const coproc::Executable& e, Ctx& ctx) const {
         auto out = fmt::format_to(ctx.out(), "Executable(path='{}', args=[", e.path);
         for (std::size_t i = 0; i < e.args.size(); ++i) out = fmt::format_to(out, "{}'{}'", i == 0 ? "" : ", ", e.args[i]);
-        return fmt::format_to(out, "])");
+        out = fmt::format_to(out, "]");
+        if (!e.env.empty()) {
+            out = fmt::format_to(out, ", env=[");
+            for (std::size_t i = 0; i < e.env.size(); ++i) out = fmt::format_to(out, "{}'{}'", i == 0 ? "" : ", ", e.env[i]);
+            out = fmt::format_to(out, "]");
+        }
+        if (!e.working_directory.empty()) out = fmt::format_to(out, ", working_directory='{}'", e.working_directory);
+        return fmt::format_to(out, ")");
     }
 };
 

@@ -36,11 +36,16 @@ public:
     /// it). The child gets channel_fd as fd 3 and side_fd as fd 4 (and, where
     /// pidfds are missing, its exit pipe as fd 5); every other fd but 0, 1, 2
     /// is closed, all signals get their default disposition and the mask is
-    /// emptied; the environment gains COPROC_WORKER (see spawned_link()),
-    /// which tells the parent-death signal (0: none). Throws SpawnError if
-    /// the program cannot be started (the message names it and the reason).
+    /// emptied; it runs in `working_directory` (empty: ours); its environment
+    /// is ours with `env`'s "NAME=value" entries added or replacing, plus
+    /// COPROC_WORKER (see spawned_link()), which tells the parent-death
+    /// signal (0: none). Throws SpawnError if the program cannot be started
+    /// (the message names it and the reason), std::invalid_argument for an
+    /// `env` entry without '='.
     static std::unique_ptr<ChildProcess> spawn(const std::string& path, const std::vector<std::string>& args,
-                                               int channel_fd, int side_fd, int parent_death_signal);
+                                               const std::vector<std::string>& env,
+                                               const std::string& working_directory, int channel_fd, int side_fd,
+                                               int parent_death_signal);
 
     ChildProcess(const ChildProcess&) = delete;
     ChildProcess& operator=(const ChildProcess&) = delete;
