@@ -33,8 +33,9 @@ namespace coproc::detail {
 namespace {
 
 // The environment variable that tells a spawned program it is a worker:
-// "1:<host pid>:<parent-death signal>:<exit pipe fd or -1>". The link itself
-// is always at fds 3 (stream) and 4 (side channel).
+// "1:<host pid>:<parent-death signal>:<exit pipe fd or -1>:<max frame size>:
+// <shared-memory threshold>:<shared-memory limit>". The link itself is always
+// at fds 3 (stream) and 4 (side channel).
 constexpr std::string_view env_name = "COPROC_WORKER";
 constexpr int stream_fd_number = 3;
 constexpr int side_fd_number = 4;
@@ -75,7 +76,7 @@ UniqueFd above_child_fds(int fd) {
 std::unique_ptr<ChildProcess> ChildProcess::spawn(const std::string& path, const std::vector<std::string>& args,
                                                   const std::vector<std::string>& env,
                                                   const std::string& working_directory, int channel_fd, int side_fd,
-                                                  int parent_death_signal) {
+                                                  const SpawnSettings& settings) {
     for (const auto& entry : env) {
         const auto eq = entry.find('=');
         if (eq == std::string::npos || eq == 0)
@@ -126,8 +127,9 @@ std::unique_ptr<ChildProcess> ChildProcess::spawn(const std::string& path, const
     // Our environment, less what `env` replaces and a COPROC_WORKER of our
     // own (when this process is itself a spawned worker, spawned_link()
     // removed it already), then `env` and the child's COPROC_WORKER.
-    const std::string ours = fmt::format("{}=1:{}:{}:{}", env_name, ::getpid(), parent_death_signal,
-                                         exit_write ? exit_fd_number : -1);
+    const std::string ours = fmt::format("{}=1:{}:{}:{}:{}:{}:{}", env_name, ::getpid(), settings.parent_death_signal,
+                                         exit_write ? exit_fd_number : -1, settings.max_frame_size,
+                                         settings.shared_memory_threshold, settings.shared_memory_limit);
     std::vector<char*> envp;
     for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
         const std::string_view name = name_of(*e);
@@ -158,10 +160,15 @@ SpawnedLink spawned_link() {
         throw SpawnError(fmt::format("coproc: this program was not started by a coproc::WorkerResource ({} is not set)",
                                      env_name));
     int version = 0, host = 0, death_signal = 0, exit_fd = -1;
+    SpawnSettings settings;
     char tail = 0;
-    if (std::sscanf(value, "%d:%d:%d:%d%c", &version, &host, &death_signal, &exit_fd, &tail) != 4 || version != 1 ||
-        host <= 0 || death_signal < 0 || death_signal >= NSIG || (exit_fd != -1 && exit_fd != exit_fd_number))
+    if (std::sscanf(value, "%d:%d:%d:%d:%zu:%zu:%zu%c", &version, &host, &death_signal, &exit_fd,
+                    &settings.max_frame_size, &settings.shared_memory_threshold, &settings.shared_memory_limit,
+                    &tail) != 7 ||
+        version != 1 || host <= 0 || death_signal < 0 || death_signal >= NSIG ||
+        (exit_fd != -1 && exit_fd != exit_fd_number) || settings.max_frame_size == 0)
         throw SpawnError(fmt::format("coproc: malformed {}='{}'", env_name, value));
+    settings.parent_death_signal = death_signal;
     (void)::unsetenv(std::string(env_name).c_str());  // not for the programs we start
     for (const int fd : {stream_fd_number, side_fd_number}) {
         struct stat st {};
@@ -174,6 +181,7 @@ SpawnedLink spawned_link() {
     if (::getppid() != host) throw ChannelClosed("coproc: the host exited before its spawned worker started");
 
     SpawnedLink link;
+    link.settings = settings;
     for (const int fd : {stream_fd_number, side_fd_number, exit_fd}) {
         if (fd >= 0) (void)::fcntl(fd, F_SETFD, FD_CLOEXEC);  // programs we start must not inherit them
     }

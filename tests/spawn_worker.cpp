@@ -57,6 +57,11 @@ std::string report() {
 int main(int argc, char** argv) {
     (void)::alarm(60);  // a watchdog: no test worker outlives its test
     const std::string_view mode = argc > 1 ? argv[1] : "";
+    if (mode == "own-options") {  // its own MessengerOptions, not the host's
+        coproc::MessengerOptions own;
+        own.max_frame_size = 3 << 20;
+        return coproc::worker_main<M>(own, [](M& m) { m.send_norequest(std::to_string(m.link().max_frame_size())); });
+    }
     if (mode == "int") {
         using I = coproc::PriorityMessenger<int>;
         return coproc::worker_main<I>([](I& m) { (void)m.receive_blocking(); });
@@ -71,6 +76,7 @@ int main(int argc, char** argv) {
             for (;;) spin = spin + 1;  // computes, never reads: only a signal ends it
         }
         if (mode == "report") m.send_norequest(report());
+        if (mode == "options") m.send_norequest(std::to_string(m.link().max_frame_size()));
         if (mode == "where") {
             char cwd[4096] = "?";
             (void)!::getcwd(cwd, sizeof cwd);

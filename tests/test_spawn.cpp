@@ -192,12 +192,25 @@ TEST_CASE("a spawned worker's environment and working directory", "[spawn]") {
         coproc::Executable p = program("where");
         p.env = {"NO_EQUALS_SIGN"};
         CHECK_THROWS_AS(Worker(p), std::invalid_argument);
-        p.env = {"COPROC_WORKER=1:1:0:-1"};
+        p.env = {"COPROC_WORKER=1:1:0:-1:1:0:0"};
         CHECK_THROWS_AS(Worker(p), std::invalid_argument);
         p.env = {};
         p.working_directory = "/nonexistent/coproc-dir";
         CHECK_THROWS_WITH(Worker(p), Catch::Contains("in '/nonexistent/coproc-dir'"));
         CHECK(coproc::test::open_fds() == fds_before);
+    }
+}
+
+TEST_CASE("a spawned worker's messenger has the host's options unless it brings its own", "[spawn]") {
+    coproc::WorkerOptions options;
+    options.messenger.max_frame_size = std::size_t{5} << 20;
+    {
+        Worker w(options, program("options"));
+        CHECK(w.messenger().receive_blocking(coproc::Channel{}, 10s) == std::to_string(std::size_t{5} << 20));
+    }
+    {
+        Worker w(options, program("own-options"));
+        CHECK(w.messenger().receive_blocking(coproc::Channel{}, 10s) == std::to_string(std::size_t{3} << 20));
     }
 }
 
@@ -318,7 +331,7 @@ TEST_CASE("worker_main refuses to run in a program no host started", "[spawn]") 
         return ::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
     };
     if (!is_socket(3) || !is_socket(4)) {  // as in any program not started by a host
-        ::setenv("COPROC_WORKER", fmt::format("1:{}:0:-1", ::getppid()).c_str(), 1);
+        ::setenv("COPROC_WORKER", fmt::format("1:{}:0:-1:{}:0:0", ::getppid(), 1 << 20).c_str(), 1);
         CHECK_THROWS_WITH(coproc::worker_main<M>([](M&) {}), Catch::Contains("not the worker's socket"));
     }
     ::unsetenv("COPROC_WORKER");

@@ -28,40 +28,53 @@
 
 namespace coproc {
 
-/// Runs `target(messenger, args...)` as the worker of the host that spawned
-/// this program, and returns the exit code for main() to return. Call it
-/// first thing in main(), before starting threads (it edits the environment:
-/// COPROC_WORKER is removed, so programs this one starts do not see it).
-/// Sets the parent-death signal the host asked for (WorkerOptions). Throws
-/// SpawnError if this program was not started by a WorkerResource (run by
-/// hand, say); returns 1 at once if the host has already exited. Never
-/// throws once the target runs.
+namespace detail {
+// worker_main's body; `own_options` null: the host's.
 template <class Messenger, class F, class... Args>
-    requires std::invocable<std::decay_t<F>&, Messenger&, std::decay_t<Args>&...>
-int worker_main(const MessengerOptions& options, F&& target, Args&&... args) {
-    detail::SpawnedLink link;
+int spawned_worker_main(const MessengerOptions* own_options, F&& target, Args&&... args) {
+    SpawnedLink link;
     try {
-        link = detail::spawned_link();
+        link = spawned_link();
     } catch (const ChannelClosed&) {
         return 1;  // the host is gone
     }
-    auto call = detail::bind_target<Messenger>(std::forward<F>(target), std::forward<Args>(args)...);
+    auto call = bind_target<Messenger>(std::forward<F>(target), std::forward<Args>(args)...);
+    const MessengerOptions options =
+        own_options != nullptr ? *own_options
+                               : MessengerOptions{link.settings.max_frame_size, link.settings.shared_memory_threshold,
+                                                  link.settings.shared_memory_limit};
     int code = 1;
     try {
         Messenger m(std::move(link.end), options);
-        code = detail::run_target(m, call);
+        code = run_target(m, call);
     } catch (...) {
         code = 1;  // the messenger could not be built: the host sees the exit
     }
     std::fflush(nullptr);
     return code;
 }
+}  // namespace detail
 
-/// The same with default MessengerOptions.
+/// Runs `target(messenger, args...)` as the worker of the host that spawned
+/// this program, and returns the exit code for main() to return. The
+/// messenger has the host's MessengerOptions (WorkerOptions::messenger), as
+/// a forked worker's would. Call it first thing in main(), before starting
+/// threads (it edits the environment: COPROC_WORKER is removed, so programs
+/// this one starts do not see it). Sets the parent-death signal the host
+/// asked for (WorkerOptions). Throws SpawnError if this program was not
+/// started by a WorkerResource (run by hand, say); returns 1 at once if the
+/// host has already exited. Never throws once the target runs.
 template <class Messenger, class F, class... Args>
     requires std::invocable<std::decay_t<F>&, Messenger&, std::decay_t<Args>&...>
 int worker_main(F&& target, Args&&... args) {
-    return worker_main<Messenger>(MessengerOptions{}, std::forward<F>(target), std::forward<Args>(args)...);
+    return detail::spawned_worker_main<Messenger>(nullptr, std::forward<F>(target), std::forward<Args>(args)...);
+}
+
+/// The same with this side's own MessengerOptions instead of the host's.
+template <class Messenger, class F, class... Args>
+    requires std::invocable<std::decay_t<F>&, Messenger&, std::decay_t<Args>&...>
+int worker_main(const MessengerOptions& options, F&& target, Args&&... args) {
+    return detail::spawned_worker_main<Messenger>(&options, std::forward<F>(target), std::forward<Args>(args)...);
 }
 
 }  // namespace coproc

@@ -153,9 +153,11 @@ public:
     WorkerResource(const WorkerOptions& worker_options, const Executable& program) : options_(worker_options) {
         auto ends = detail::make_link_pair();
         register_host_end(ends.first);
+        const detail::SpawnSettings settings{options_.parent_death_signal, options_.messenger.max_frame_size,
+                                             options_.messenger.shared_memory_threshold,
+                                             options_.messenger.shared_memory_limit};
         child_ = detail::ChildProcess::spawn(program.path, program.args, program.env, program.working_directory,
-                                             ends.second.stream.get(), ends.second.side.get(),
-                                             options_.parent_death_signal);
+                                             ends.second.stream.get(), ends.second.side.get(), settings);
         ends.second = {};
         await_start(std::move(ends.first), program.path);
     }

@@ -3,6 +3,7 @@
 // child must close. Compiled in lib/worker.cpp. Internal.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,6 +19,16 @@ namespace coproc::detail {
 /// The child's entry point; must end the process (it is called after fork and
 /// never returns into the caller's stack).
 using ChildBody = void (*)(void* context, int channel_fd) noexcept;
+
+/// What a spawned worker learns from its host besides its fds: the
+/// parent-death signal (0: none) and the host's messenger options, which
+/// worker_main uses unless given its own (as a forked worker shares them).
+struct SpawnSettings {
+    int parent_death_signal = 0;
+    std::size_t max_frame_size = 0;
+    std::size_t shared_memory_threshold = 0;
+    std::size_t shared_memory_limit = 0;
+};
 
 class ChildProcess final : public PeerWatch {
 public:
@@ -38,14 +49,13 @@ public:
     /// is closed, all signals get their default disposition and the mask is
     /// emptied; it runs in `working_directory` (empty: ours); its environment
     /// is ours with `env`'s "NAME=value" entries added or replacing, plus
-    /// COPROC_WORKER (see spawned_link()), which tells the parent-death
-    /// signal (0: none). Throws SpawnError if the program cannot be started
-    /// (the message names it and the reason), std::invalid_argument for an
-    /// `env` entry without '='.
+    /// COPROC_WORKER (see spawned_link()), which carries `settings`. Throws
+    /// SpawnError if the program cannot be started (the message names it and
+    /// the reason), std::invalid_argument for an `env` entry without '='.
     static std::unique_ptr<ChildProcess> spawn(const std::string& path, const std::vector<std::string>& args,
                                                const std::vector<std::string>& env,
                                                const std::string& working_directory, int channel_fd, int side_fd,
-                                               int parent_death_signal);
+                                               const SpawnSettings& settings);
 
     ChildProcess(const ChildProcess&) = delete;
     ChildProcess& operator=(const ChildProcess&) = delete;
@@ -106,6 +116,7 @@ struct SpawnedLink {
     FdRegistration side_registration;
     FdRegistration exit_registration;
     UniqueFd exit_pipe;  // fd 5 when the host has no pidfd: held until we end
+    SpawnSettings settings;
 };
 /// Takes the link from COPROC_WORKER and fds 3 and 4 (once: the variable is
 /// removed, so programs this one starts do not see it), and sets the
