@@ -284,8 +284,12 @@ TEST_CASE("a spawned worker can spawn workers of its own", "[spawn]") {
 }
 
 TEST_CASE("a spawned worker dies with its host (parent-death signal)", "[spawn]") {
-    // Orphans are re-parented to this process, so the worker can be reaped here.
-    REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
+    // Orphans are re-parented to this process, so the worker can be reaped
+    // here (for this test only, whatever fails in it).
+    struct Subreaper {
+        Subreaper() { REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0); }
+        ~Subreaper() { (void)::prctl(PR_SET_CHILD_SUBREAPER, 0); }
+    } subreaper;
     int report[2];
     REQUIRE(::pipe2(report, O_CLOEXEC) == 0);
     const std::string path = worker_program();
@@ -307,18 +311,16 @@ TEST_CASE("a spawned worker dies with its host (parent-death signal)", "[spawn]"
     const bool got = ::read(report[0], &worker, sizeof worker) == static_cast<ssize_t>(sizeof worker);
     ::close(report[0]);
     REQUIRE(got);
-    const int pidfd = ::pidfd_open(static_cast<pid_t>(worker), 0);
-    REQUIRE(pidfd >= 0);
+    const coproc::detail::UniqueFd pidfd(::pidfd_open(static_cast<pid_t>(worker), 0));
+    REQUIRE(pidfd);
     REQUIRE(::kill(host, SIGKILL) == 0);
     REQUIRE(::waitpid(host, nullptr, 0) == host);
-    pollfd p{pidfd, POLLIN, 0};
-    CHECK(::poll(&p, 1, 10'000) == 1);  // the worker exited (SIGKILL, the default death signal)
+    pollfd p{pidfd.get(), POLLIN, 0};
+    REQUIRE(::poll(&p, 1, 10'000) == 1);  // the worker exited (SIGKILL, the default death signal)
     siginfo_t info{};
-    CHECK(::waitid(P_PIDFD, static_cast<id_t>(pidfd), &info, WEXITED) == 0);
+    CHECK(::waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &info, WEXITED) == 0);
     CHECK(info.si_code == CLD_KILLED);
     CHECK(info.si_status == SIGKILL);
-    ::close(pidfd);
-    (void)::prctl(PR_SET_CHILD_SUBREAPER, 0);
 }
 
 TEST_CASE("worker_main refuses to run in a program no host started", "[spawn]") {
