@@ -86,14 +86,10 @@ std::unique_ptr<ChildProcess> ChildProcess::spawn(const std::string& path, const
     }
     const UniqueFd stream = above_child_fds(channel_fd);
     const UniqueFd side = above_child_fds(side_fd);
-    UniqueFd exit_read, exit_write;
-    if (!pidfd_supported()) {
-        int p[2];
-        check_unix(::pipe2(p, O_CLOEXEC), "pipe2");
-        exit_read.reset(p[0]);
-        const UniqueFd write_end(p[1]);
-        exit_write = above_child_fds(write_end.get());
-    }
+    // The write end too is moved above the child's fds (it goes to fd 5).
+    auto [exit_read, low_exit_write] = exit_pipe();
+    UniqueFd exit_write = low_exit_write ? above_child_fds(low_exit_write.get()) : UniqueFd();
+    low_exit_write.reset();
 
     // dup2 onto another number clears FD_CLOEXEC on the copy: these survive
     // the exec; everything above them is closed (coproc's fds are all

@@ -92,14 +92,7 @@ bool pidfd_supported() {
 std::unique_ptr<ChildProcess> ChildProcess::fork(int channel_fd, int side_fd, int parent_death_signal,
                                                  ChildBody body, void* context) {
     // Everything the child needs is prepared before fork.
-    const bool use_pidfd = pidfd_supported();
-    UniqueFd exit_read, exit_write;
-    if (!use_pidfd) {
-        int p[2];
-        check_unix(::pipe2(p, O_CLOEXEC), "pipe2");
-        exit_read.reset(p[0]);
-        exit_write.reset(p[1]);
-    }
+    auto [exit_read, exit_write] = exit_pipe();
     std::fflush(nullptr);  // or buffered output would be written twice
     // Locked from here to the fork (see RegistrySnapshot); may throw, so
     // before the signal mask changes.
@@ -124,6 +117,13 @@ std::unique_ptr<ChildProcess> ChildProcess::fork(int channel_fd, int side_fd, in
 
     exit_write.reset();  // only the child holds it now: EOF when it exits
     return adopt(pid, std::move(exit_read));
+}
+
+SocketPair ChildProcess::exit_pipe() {
+    if (pidfd_supported()) return {};
+    int p[2];
+    check_unix(::pipe2(p, O_CLOEXEC), "pipe2");
+    return {UniqueFd(p[0]), UniqueFd(p[1])};
 }
 
 std::unique_ptr<ChildProcess> ChildProcess::adopt(long pid, UniqueFd exit_read) {

@@ -91,6 +91,10 @@ private:
     // its exit pipe) if valid, else through a new pidfd. Throws SpawnError
     // (after killing and reaping the child) if pidfd_open fails.
     static std::unique_ptr<ChildProcess> adopt(long pid, UniqueFd exit_read);
+    // Where pidfds are missing, a new child's exit pipe (read end, write end,
+    // both close-on-exec; the child keeps the write end open until it ends);
+    // two empty fds where they are not. Throws SystemError.
+    static SocketPair exit_pipe();
     // Non-blocking reap through waitid(P_PIDFD) or waitpid.
     bool reap_now();
 
