@@ -43,13 +43,7 @@ int spawned_worker_main(const MessengerOptions* own_options, F&& target, Args&&.
         own_options != nullptr ? *own_options
                                : MessengerOptions{link.settings.max_frame_size, link.settings.shared_memory_threshold,
                                                   link.settings.shared_memory_limit};
-    int code = 1;
-    try {
-        Messenger m(std::move(link.end), options);
-        code = run_target(m, call);
-    } catch (...) {
-        code = 1;  // the messenger could not be built: the host sees the exit
-    }
+    const int code = serve_as_worker<Messenger>(std::move(link.end), options, call);
     std::fflush(nullptr);
     return code;
 }

@@ -120,6 +120,19 @@ int run_target(Messenger& m, Call& call) noexcept {
     }
 }
 
+/// The worker's whole side, forked or spawned: builds its messenger on
+/// `end` and runs call(m) through run_target; 1 if the messenger cannot be
+/// built (the host then sees the exit). Never throws.
+template <class Messenger, class Call>
+int serve_as_worker(LinkEnd end, const MessengerOptions& options, Call& call) noexcept {
+    try {
+        Messenger m(std::move(end), options);
+        return run_target(m, call);
+    } catch (...) {
+        return 1;
+    }
+}
+
 }  // namespace detail
 
 template <class Messenger>
@@ -225,17 +238,11 @@ private:
     template <class Call>
     [[noreturn]] static void child_main(void* context, int fd) noexcept {
         auto& ctx = *static_cast<ChildContext<Call>*>(context);
-        int code = 1;
-        try {
-            // Workers this worker starts must not inherit its channel (they
-            // would keep the host from seeing EOF when this worker dies):
-            // ChildProcess::fork registered both its fds as this process's.
-            Messenger m(detail::LinkEnd{detail::UniqueFd(fd), detail::UniqueFd(ctx.side_fd)}, ctx.options);
-            code = detail::run_target(m, *ctx.call);
-        } catch (...) {
-            code = 1;
-        }
-        detail::child_exit(code);
+        // Workers this worker starts must not inherit its channel (they
+        // would keep the host from seeing EOF when this worker dies):
+        // ChildProcess::fork registered both its fds as this process's.
+        detail::child_exit(detail::serve_as_worker<Messenger>(
+            detail::LinkEnd{detail::UniqueFd(fd), detail::UniqueFd(ctx.side_fd)}, ctx.options, *ctx.call));
     }
 
     template <class Call>
