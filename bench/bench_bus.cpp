@@ -10,7 +10,7 @@
 
 #include <coproc/bus.hpp>
 #include <coproc/coproc.hpp>
-#include <coproc/detail/bus_json.hpp>
+#include "json_text.hpp"
 
 #include <sys/resource.h>
 #include <unistd.h>

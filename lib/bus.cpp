@@ -19,8 +19,9 @@
 #include <fmt/format.h>
 #include <zmq.hpp>
 
-#include "coproc/detail/bus_json.hpp"
-#include "coproc/detail/fd.hpp"
+#include "json_text.hpp"
+#include "coproc/detail/deadline.hpp"
+#include "coproc/detail/unique_fd.hpp"
 
 namespace coproc {
 using detail::Clock;

@@ -1,8 +1,9 @@
-// Forking workers: signal hygiene around fork, the child's start-up (fd
+// Child processes: signal hygiene around fork, the child's start-up (fd
 // closing, parent-death signal), and pidfd-based waiting and signalling.
 #include "coproc/detail/child_process.hpp"
 
-#include "raw_syscall.hpp"
+#include "inline_syscall.hpp"
+#include "socket.hpp"
 
 #include <signal.h>
 #include <sys/mman.h>
@@ -47,7 +48,7 @@ bool is_crash_signal(int sig) {
 
 // Runs in the child between fork and the body: async-signal-safe calls only,
 // no allocation (another thread of the parent may have held the heap lock).
-// System calls go inline (raw_syscall.hpp: each libc page is a page fault).
+// System calls go inline (inline_syscall.hpp: each libc page is a page fault).
 [[noreturn]] void start_child(RegistrySnapshot& registries, int channel_fd, int side_fd, int exit_pipe_read,
                               pid_t parent, int death_signal, ChildBody body, void* context) {
     // First, before anything here could map memory into these holes: the
@@ -119,7 +120,7 @@ std::unique_ptr<ChildProcess> ChildProcess::fork(int channel_fd, int side_fd, in
     return adopt(pid, std::move(exit_read));
 }
 
-SocketPair ChildProcess::exit_pipe() {
+FdPair ChildProcess::exit_pipe() {
     if (pidfd_supported()) return {};
     int p[2];
     check_unix(::pipe2(p, O_CLOEXEC), "pipe2");
@@ -174,9 +175,9 @@ bool ChildProcess::reap_now() {
 
 bool ChildProcess::poll() { return status_ || reap_now(); }
 
-std::optional<ExitStatus> ChildProcess::wait(Deadline deadline, Link* link) {
+std::optional<ExitStatus> ChildProcess::wait(Deadline deadline, Input* input) {
     while (!poll()) {
-        const int extra = link != nullptr && !link->peer_gone() ? link->fd() : -1;
+        const int extra = input != nullptr ? input->fd() : -1;
         // An exit pipe stays open while a grandchild the worker forked holds
         // its write end: without a pidfd, reap-poll at least every 100 ms.
         const unsigned ready =
@@ -185,7 +186,7 @@ std::optional<ExitStatus> ChildProcess::wait(Deadline deadline, Link* link) {
             if (deadline && Clock::now() >= *deadline) return std::nullopt;
             continue;
         }
-        if ((ready & ready_extra) != 0) link->buffer_incoming();
+        if ((ready & ready_extra) != 0) input->read_available();
         if ((ready & ready_fd) != 0 && !is_pidfd_ && !poll()) {
             // Exit pipe at EOF: the child closes it as it exits, a moment
             // before it can be reaped (or it closed the pipe itself: then we
@@ -210,18 +211,12 @@ void ChildProcess::signal(int sig) noexcept {
 ExitStatus ChildProcess::kill_and_reap() noexcept {
     try {
         signal(SIGKILL);
-        if (auto s = wait(std::nullopt, nullptr)) return *s;
+        if (auto s = wait(std::nullopt)) return *s;
     } catch (...) {
         // waitid failed in a way we cannot act on; report what we know.
     }
     if (!status_) status_ = ExitStatus::killed_by(SIGKILL);
     return *status_;
-}
-
-void ChildProcess::raise_peer_closed() {
-    // The child closes its end as it exits, a moment before it can be reaped.
-    if (auto s = wait(deadline_after(std::chrono::seconds(1)), nullptr)) throw WorkerDied(pid_, *s);
-    throw ChannelClosed(fmt::format("coproc: worker {} closed its channel but is still running", pid_));
 }
 
 void child_exit(int code) noexcept {

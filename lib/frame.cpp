@@ -8,9 +8,9 @@
 #include <cstring>
 #include <limits>
 
-#include "coproc/detail/fd.hpp"
 #include "coproc/detail/endian.hpp"
 #include "coproc/error.hpp"
+#include "socket.hpp"
 
 namespace coproc::detail {
 namespace {
@@ -71,7 +71,7 @@ HelloFrame hello_frame(std::uint64_t fingerprint) noexcept {
     return f;
 }
 
-void mark_shm_frame(std::string& out, std::size_t start) noexcept { out[start + 3] = static_cast<char>(frame_flag_shm); }
+void mark_slot_frame(std::string& out, std::size_t start) noexcept { out[start + 3] = static_cast<char>(frame_flag_slot); }
 
 void finish_frame(std::string& out, std::size_t start, std::size_t max_frame_size, std::size_t gathered) {
     const std::size_t body = out.size() - start - frame_header_size + gathered;
@@ -144,9 +144,9 @@ std::optional<FrameView> FrameReader::next() {
     if (kind < 1 || kind > 6) throw ProtocolError("coproc: unknown frame kind " + std::to_string(kind));
     const auto chan_kind = static_cast<unsigned char>(h[2]);
     const auto flags = static_cast<unsigned char>(h[3]);
-    if (chan_kind > 2 || (flags & ~frame_flag_shm) != 0) throw ProtocolError("coproc: bad frame header");
-    const bool shm = flags == frame_flag_shm;
-    if (shm && kind != static_cast<unsigned char>(FrameKind::data) && kind != static_cast<unsigned char>(FrameKind::request) &&
+    if (chan_kind > 2 || (flags & ~frame_flag_slot) != 0) throw ProtocolError("coproc: bad frame header");
+    const bool in_slot = flags == frame_flag_slot;
+    if (in_slot && kind != static_cast<unsigned char>(FrameKind::data) && kind != static_cast<unsigned char>(FrameKind::request) &&
         kind != static_cast<unsigned char>(FrameKind::reply))
         throw ProtocolError("coproc: shared-memory flag on a control frame");
     const std::uint64_t name_len = get_le<std::uint32_t>(h + 4);
@@ -163,7 +163,7 @@ std::optional<FrameView> FrameReader::next() {
     const auto body_len = static_cast<std::size_t>(name_len + payload_len);
     const std::size_t total = frame_header_size + body_len;
     if (avail < total) {
-        if (body_len > direct_read_threshold && !shm) {
+        if (body_len > direct_read_threshold && !in_slot) {
             // Read the rest straight into the frame's own buffer.
             if (spare_.reuse_for(body_len))
                 large_ = std::move(spare_);
@@ -189,7 +189,7 @@ std::optional<FrameView> FrameReader::next() {
     need_ = frame_header_size;
     return std::optional<FrameView>(std::in_place, static_cast<FrameKind>(kind), priority,
                                     make_channel(chan_kind, chan_int, std::string_view(body, name_len)),
-                                    std::string_view(body + name_len, static_cast<std::size_t>(payload_len)), shm);
+                                    std::string_view(body + name_len, static_cast<std::size_t>(payload_len)), in_slot);
 }
 
 void FrameReader::reserve_tail(std::size_t want) {

@@ -1,4 +1,4 @@
-// lib/raw_syscall.hpp — system calls issued inline, without libc's wrappers,
+// lib/inline_syscall.hpp — system calls issued inline, without libc's wrappers,
 // for the code a freshly forked worker runs first. Private to the library.
 //
 // Why: fork does not copy the page tables of file mappings, so every page of

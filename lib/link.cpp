@@ -2,6 +2,7 @@
 #include "coproc/detail/link.hpp"
 
 #include "coproc/error.hpp"
+#include "socket.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -14,14 +15,20 @@ namespace {
 constexpr std::size_t drain_budget = std::size_t{64} << 20;
 }  // namespace
 
+LinkPair make_link_pair() {
+    auto stream = make_socketpair(SOCK_STREAM);
+    auto side = make_socketpair(SOCK_SEQPACKET);
+    return {{std::move(stream.first), std::move(side.first)}, {std::move(stream.second), std::move(side.second)}};
+}
+
 Link::Link(UniqueFd fd, UniqueFd side, std::uint64_t fingerprint, std::size_t max_frame_size,
            LargePayloadOptions large)
     : fd_(std::move(fd)),
       side_(std::move(side)),
       reader_(max_frame_size),
       fingerprint_(fingerprint),
-      shm_threshold_(side_ ? large.threshold : 0),
-      shm_out_(large.limit) {
+      slot_threshold_(side_ ? large.threshold : 0),
+      slots_out_(large.limit) {
     const HelloFrame hello = hello_frame(fingerprint);
     // peer_closed: the peer already ran and exited (a worker can be that
     // fast). What it sent is still in our socket; the next send will raise.
@@ -102,14 +109,14 @@ void Link::for_each_piece(std::size_t from, F&& piece) const {
 
 std::optional<SendOutcome> Link::send_through_slot(std::size_t start, std::size_t payload_start, std::size_t payload,
                                                    Deadline deadline) {
-    const auto grant = shm_out_.acquire(payload);
+    const auto grant = slots_out_.acquire(payload);
     if (!grant) return std::nullopt;
     // A slot's first descriptor needs its memfd at the peer: it goes first,
     // alone in one datagram on the side channel (never with the stream's
     // bytes, so the stream is read with plain recv()). If the side channel
     // refuses it, the stream carries this payload.
-    if (!shm_out_.send_memfd(grant, side_.get())) {
-        shm_out_.abandon(grant);
+    if (!slots_out_.send_memfd(grant, side_.get())) {
+        slots_out_.abandon(grant);
         return std::nullopt;
     }
     // The one copy of the payload: message (and buffer) into the slot.
@@ -119,29 +126,29 @@ std::optional<SendOutcome> Link::send_through_slot(std::size_t start, std::size_
         dest += size;
     });
     out_.resize(payload_start);
-    mark_shm_frame(out_, start);
-    const ShmDescriptor d = shm_out_.describe(grant, payload);
-    out_.resize(payload_start + shm_descriptor_size);
-    encode_shm_descriptor(out_.data() + payload_start, d);
+    mark_slot_frame(out_, start);
+    const SlotDescriptor d = slots_out_.describe(grant, payload);
+    out_.resize(payload_start + slot_descriptor_size);
+    encode_slot_descriptor(out_.data() + payload_start, d);
     finish_frame(out_, start, reader_.max_frame_size());
     iovec one{out_.data(), out_.size()};
     SendOutcome outcome = SendOutcome::timed_out;
     try {
         outcome = send_segments(std::span<iovec>(&one, 1), out_.size(), deadline);
     } catch (...) {
-        shm_out_.abandon(grant);  // a system error: nothing refers to the slot
+        slots_out_.abandon(grant);  // a system error: nothing refers to the slot
         throw;
     }
     if (outcome == SendOutcome::timed_out || outcome == SendOutcome::peer_closed)
-        shm_out_.abandon(grant);  // nothing (or nobody) refers to the slot
+        slots_out_.abandon(grant);  // nothing (or nobody) refers to the slot
     else
-        shm_out_.sent(grant);
+        slots_out_.sent(grant);
     return outcome;
 }
 
 SendOutcome Link::send_message(std::size_t start, std::size_t payload_start, Deadline deadline) {
     const std::size_t payload = out_.size() - payload_start + gather_.bytes;
-    if (shm_threshold_ != 0 && payload >= shm_threshold_ && payload <= reader_.max_frame_size()) {
+    if (slot_threshold_ != 0 && payload >= slot_threshold_ && payload <= reader_.max_frame_size()) {
         if (const auto outcome = send_through_slot(start, payload_start, payload, deadline)) return *outcome;
     }
     finish_frame(out_, start, reader_.max_frame_size(), gather_.bytes);
@@ -195,8 +202,8 @@ std::size_t Link::drain(Sink sink, void* context) {
                 case FrameKind::data:
                 case FrameKind::request:
                 case FrameKind::reply:
-                    if (frame->shm)
-                        deliver_shm(sink, context, *frame);
+                    if (frame->in_slot)
+                        deliver_from_slot(sink, context, *frame);
                     else
                         sink(context, *frame);
                     ++delivered;
@@ -226,12 +233,12 @@ std::size_t Link::drain(Sink sink, void* context) {
     }
 }
 
-void Link::deliver_shm(Sink sink, void* context, const FrameView& frame) {
+void Link::deliver_from_slot(Sink sink, void* context, const FrameView& frame) {
     if (!side_) throw ProtocolError("coproc: shared-memory descriptor on a link without a descriptor channel");
-    Bytes payload = shm_in_.resolve(decode_shm_descriptor(frame.payload), side_.get(), reader_.max_frame_size());
+    Bytes payload = slots_in_.resolve(decode_slot_descriptor(frame.payload), side_.get(), reader_.max_frame_size());
     FrameView view = frame;
     view.payload = payload.view();
-    view.shm = false;
+    view.in_slot = false;
     view.owned = &payload;  // the sink keeps the borrowed payload; if not, the slot is freed here
     sink(context, view);
 }

@@ -1,6 +1,6 @@
 // The large-payload path: memfd slots a sender fills and a receiver reads in
-// place (see coproc/detail/shm.hpp for the protocol).
-#include "coproc/detail/shm.hpp"
+// place (see coproc/detail/payload_slots.hpp for the protocol).
+#include "coproc/detail/payload_slots.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -13,6 +13,8 @@
 
 #include "coproc/detail/endian.hpp"
 #include "coproc/error.hpp"
+#include "coproc/detail/fork_registry.hpp"
+#include "socket.hpp"
 
 namespace coproc::detail {
 namespace {
@@ -30,27 +32,27 @@ std::uint32_t& busy_flag(char* map) noexcept {
 
 }  // namespace
 
-void encode_shm_descriptor(char* out, const ShmDescriptor& d) noexcept {
+void encode_slot_descriptor(char* out, const SlotDescriptor& d) noexcept {
     put_le(out, d.slot);
     put_le(out + 4, d.flags);
     put_le(out + 8, d.offset);
     put_le(out + 16, d.length);
 }
 
-ShmDescriptor decode_shm_descriptor(std::string_view payload) {
-    if (payload.size() != shm_descriptor_size) throw ProtocolError("coproc: malformed shared-memory descriptor");
-    ShmDescriptor d;
+SlotDescriptor decode_slot_descriptor(std::string_view payload) {
+    if (payload.size() != slot_descriptor_size) throw ProtocolError("coproc: malformed shared-memory descriptor");
+    SlotDescriptor d;
     d.slot = get_le<std::uint32_t>(payload.data());
     d.flags = get_le<std::uint32_t>(payload.data() + 4);
     d.offset = get_le<std::uint64_t>(payload.data() + 8);
     d.length = get_le<std::uint64_t>(payload.data() + 16);
-    if ((d.flags & ~shm_carries_fd) != 0) throw ProtocolError("coproc: unknown shared-memory descriptor flags");
+    if ((d.flags & ~slot_carries_fd) != 0) throw ProtocolError("coproc: unknown shared-memory descriptor flags");
     return d;
 }
 
 // ---------------------------------------------------------------- sender
 
-struct ShmSender::Slot {
+struct SlotSender::Slot {
     UniqueFd fd;
     FdRegistration registration;  // forked workers close it
     char* map = nullptr;
@@ -79,14 +81,14 @@ struct ShmSender::Slot {
     ~Slot() { unmap(); }
 };
 
-ShmSender::ShmSender(std::size_t limit) noexcept : limit_(limit) {}
-ShmSender::~ShmSender() = default;
-ShmSender::ShmSender(ShmSender&&) noexcept = default;
-ShmSender& ShmSender::operator=(ShmSender&&) noexcept = default;
+SlotSender::SlotSender(std::size_t limit) noexcept : limit_(limit) {}
+SlotSender::~SlotSender() = default;
+SlotSender::SlotSender(SlotSender&&) noexcept = default;
+SlotSender& SlotSender::operator=(SlotSender&&) noexcept = default;
 
-ShmSender::Grant ShmSender::acquire(std::size_t size) noexcept {
+SlotSender::Grant SlotSender::acquire(std::size_t size) noexcept {
     if (broken_) return {};
-    const std::size_t need = shm_slot_header + size;
+    const std::size_t need = slot_header_size + size;
     Slot* best = nullptr;      // the smallest free slot that fits
     Slot* too_small = nullptr; // else the largest free slot, to grow
     for (auto& s : slots_) {
@@ -132,10 +134,10 @@ ShmSender::Grant ShmSender::acquire(std::size_t size) noexcept {
     }
     if (best == nullptr) return {};
     std::atomic_ref<std::uint32_t>(busy_flag(best->map)).store(1, std::memory_order_relaxed);
-    return Grant{best, best->map + shm_slot_header};
+    return Grant{best, best->map + slot_header_size};
 }
 
-bool ShmSender::send_memfd(const Grant& grant, int side_fd) noexcept {
+bool SlotSender::send_memfd(const Grant& grant, int side_fd) noexcept {
     Slot& slot = *grant.slot;
     if (slot.memfd_sent) return true;
     // The datagram: the slot id, with the memfd attached.
@@ -152,26 +154,26 @@ bool ShmSender::send_memfd(const Grant& grant, int side_fd) noexcept {
     return slot.memfd_sent;
 }
 
-ShmDescriptor ShmSender::describe(const Grant& grant, std::size_t size) const noexcept {
-    ShmDescriptor d;
+SlotDescriptor SlotSender::describe(const Grant& grant, std::size_t size) const noexcept {
+    SlotDescriptor d;
     d.slot = grant.slot->id;
     d.offset = 0;
     d.length = size;
     // Until a frame naming the slot went out, each one says so: the first
     // that arrives makes the receiver take the memfd from the side channel.
-    if (!grant.slot->announced) d.flags = shm_carries_fd;
+    if (!grant.slot->announced) d.flags = slot_carries_fd;
     return d;
 }
 
-void ShmSender::sent(const Grant& grant) noexcept { grant.slot->announced = true; }
+void SlotSender::sent(const Grant& grant) noexcept { grant.slot->announced = true; }
 
-void ShmSender::abandon(const Grant& grant) noexcept {
+void SlotSender::abandon(const Grant& grant) noexcept {
     std::atomic_ref<std::uint32_t>(busy_flag(grant.slot->map)).store(0, std::memory_order_relaxed);
 }
 
 // ---------------------------------------------------------------- receiver
 
-struct ShmReceiver::Mapping {
+struct SlotReceiver::Mapping {
     UniqueFd fd;
     FdRegistration registration;
     char* map = nullptr;
@@ -186,12 +188,12 @@ struct ShmReceiver::Mapping {
     }
 };
 
-ShmReceiver::ShmReceiver() = default;
-ShmReceiver::~ShmReceiver() = default;
-ShmReceiver::ShmReceiver(ShmReceiver&&) noexcept = default;
-ShmReceiver& ShmReceiver::operator=(ShmReceiver&&) noexcept = default;
+SlotReceiver::SlotReceiver() = default;
+SlotReceiver::~SlotReceiver() = default;
+SlotReceiver::SlotReceiver(SlotReceiver&&) noexcept = default;
+SlotReceiver& SlotReceiver::operator=(SlotReceiver&&) noexcept = default;
 
-UniqueFd ShmReceiver::take_memfd(std::uint32_t id, int side_fd) {
+UniqueFd SlotReceiver::take_memfd(std::uint32_t id, int side_fd) {
     if (early_.size() < max_slots) early_.resize(max_slots);
     while (!early_[id]) {
         char datagram[8];
@@ -207,7 +209,7 @@ UniqueFd ShmReceiver::take_memfd(std::uint32_t id, int side_fd) {
     return std::move(early_[id]);
 }
 
-Bytes ShmReceiver::resolve(const ShmDescriptor& d, int side_fd, std::size_t max_length) {
+Bytes SlotReceiver::resolve(const SlotDescriptor& d, int side_fd, std::size_t max_length) {
     if (d.length > max_length)
         throw ProtocolError("coproc: shared-memory payload of " + std::to_string(d.length) +
                             " bytes exceeds the maximum frame size of " + std::to_string(max_length));
@@ -216,7 +218,7 @@ Bytes ShmReceiver::resolve(const ShmDescriptor& d, int side_fd, std::size_t max_
     auto& slot = slots_[d.slot];
     // The sender flags frames naming a new slot until one of them went out,
     // so exactly one flagged frame arrives per slot.
-    if ((d.flags & shm_carries_fd) != 0) {
+    if ((d.flags & slot_carries_fd) != 0) {
         if (slot) throw ProtocolError("coproc: shared-memory slot announced twice");
         auto mapping = std::make_unique<Mapping>();
         mapping->fd = take_memfd(d.slot, side_fd);
@@ -229,7 +231,7 @@ Bytes ShmReceiver::resolve(const ShmDescriptor& d, int side_fd, std::size_t max_
         slot = std::move(mapping);
     }
     if (!slot) throw ProtocolError("coproc: shared-memory descriptor names an unknown slot");
-    const std::uint64_t end = shm_slot_header + d.offset + d.length;
+    const std::uint64_t end = slot_header_size + d.offset + d.length;
     if (d.offset > max_length || end > slot->mapped) {
         // The sender grows slots in place: map again at the memfd's new size.
         struct stat st {};
@@ -243,7 +245,7 @@ Bytes ShmReceiver::resolve(const ShmDescriptor& d, int side_fd, std::size_t max_
         slot->map = map;
         slot->mapped = static_cast<std::size_t>(size);
     }
-    return Bytes::borrowed(slot->map + shm_slot_header + d.offset, static_cast<std::size_t>(d.length),
+    return Bytes::borrowed(slot->map + slot_header_size + d.offset, static_cast<std::size_t>(d.length),
                            &busy_flag(slot->map));
 }
 

@@ -5,6 +5,8 @@
 // robust (a process killed inside an allocation would block everyone).
 #include "coproc/shared_memory.hpp"
 
+#include "coproc/detail/shared_region.hpp"
+
 #include <atomic>
 #include <cstring>
 #include <mutex>
@@ -66,7 +68,7 @@ struct SharedStore {
         header->values = segment->construct<ValueMap>(bip::anonymous_instance)(segment->get_segment_manager());
         header->locks = segment->construct<LockMap>(bip::anonymous_instance)(segment->get_segment_manager());
     }
-    SharedMapping mapping;
+    SharedRegion mapping;
     Header* header = nullptr;
     std::unique_ptr<Segment> segment;
     // Process-local (copied into workers by fork):

@@ -1,6 +1,6 @@
 // Spawn mode: a worker that is an executable of its own. The host starts it
 // with posix_spawn, handing over its end of the link as fds 3 and 4; the
-// program takes them back with spawned_link() (through coproc::worker_main).
+// program takes them back with spawned_channel() (through coproc::worker_main).
 //
 // Why posix_spawn and not fork + exec (or Boost.Process v1, which forks):
 // glibc's posix_spawn runs the child on a vfork (CLONE_VM | CLONE_VFORK) and
@@ -8,7 +8,7 @@
 // no atfork handler -- ever runs in the child. That is the point of spawn
 // mode: it is safe from a multi-threaded host. It also reports a failed exec
 // as an error number, closes fds with closefrom and resets signals itself.
-#include "coproc/detail/child_process.hpp"
+#include "coproc/detail/spawn.hpp"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+#include <iterator>
 #include <string_view>
 
 #include <fmt/format.h>
@@ -33,9 +34,9 @@ namespace coproc::detail {
 namespace {
 
 // The environment variable that tells a spawned program it is a worker:
-// "1:<host pid>:<parent-death signal>:<exit pipe fd or -1>:<max frame size>:
-// <shared-memory threshold>:<shared-memory limit>". The link itself is always
-// at fds 3 (stream) and 4 (side channel).
+// "1:<host pid>:<parent-death signal>:<exit pipe fd or -1>" followed by
+// ":<value>" for each MessengerOptions field, in for_each_option's order.
+// The link itself is always at fds 3 (stream) and 4 (side channel).
 constexpr std::string_view env_name = "COPROC_WORKER";
 constexpr int stream_fd_number = 3;
 constexpr int side_fd_number = 4;
@@ -73,10 +74,9 @@ UniqueFd above_child_fds(int fd) {
 
 }  // namespace
 
-std::unique_ptr<ChildProcess> ChildProcess::spawn(const std::string& path, const std::vector<std::string>& args,
-                                                  const std::vector<std::string>& env,
-                                                  const std::string& working_directory, int channel_fd, int side_fd,
-                                                  const SpawnSettings& settings) {
+std::unique_ptr<ChildProcess> spawn_process(const std::string& path, const std::vector<std::string>& args,
+                                            const std::vector<std::string>& env, const std::string& working_directory,
+                                            int channel_fd, int side_fd, const SpawnSettings& settings) {
     for (const auto& entry : env) {
         const auto eq = entry.find('=');
         if (eq == std::string::npos || eq == 0)
@@ -87,7 +87,7 @@ std::unique_ptr<ChildProcess> ChildProcess::spawn(const std::string& path, const
     const UniqueFd stream = above_child_fds(channel_fd);
     const UniqueFd side = above_child_fds(side_fd);
     // The write end too is moved above the child's fds (it goes to fd 5).
-    auto [exit_read, low_exit_write] = exit_pipe();
+    auto [exit_read, low_exit_write] = ChildProcess::exit_pipe();
     UniqueFd exit_write = low_exit_write ? above_child_fds(low_exit_write.get()) : UniqueFd();
     low_exit_write.reset();
 
@@ -121,11 +121,12 @@ std::unique_ptr<ChildProcess> ChildProcess::spawn(const std::string& path, const
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));  // NOLINT
     argv.push_back(nullptr);
     // Our environment, less what `env` replaces and a COPROC_WORKER of our
-    // own (when this process is itself a spawned worker, spawned_link()
+    // own (when this process is itself a spawned worker, spawned_channel()
     // removed it already), then `env` and the child's COPROC_WORKER.
-    const std::string ours = fmt::format("{}=1:{}:{}:{}:{}:{}:{}", env_name, ::getpid(), settings.parent_death_signal,
-                                         exit_write ? exit_fd_number : -1, settings.max_frame_size,
-                                         settings.shared_memory_threshold, settings.shared_memory_limit);
+    std::string ours = fmt::format("{}=1:{}:{}:{}", env_name, ::getpid(), settings.parent_death_signal,
+                                   exit_write ? exit_fd_number : -1);
+    MessengerOptions options = settings.messenger;
+    for_each_option(options, [&ours](std::size_t value) { fmt::format_to(std::back_inserter(ours), ":{}", value); });
     std::vector<char*> envp;
     for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
         const std::string_view name = name_of(*e);
@@ -147,24 +148,28 @@ std::unique_ptr<ChildProcess> ChildProcess::spawn(const std::string& path, const
                                      working_directory.empty() ? "" : fmt::format(" in '{}'", working_directory),
                                      std::strerror(rc)));
     exit_write.reset();  // only the child holds it now: EOF when it exits
-    return adopt(pid, std::move(exit_read));
+    return ChildProcess::adopt(pid, std::move(exit_read));
 }
 
-SpawnedLink spawned_link() {
+SpawnedChannel spawned_channel() {
     const char* value = std::getenv(std::string(env_name).c_str());
     if (value == nullptr)
         throw SpawnError(fmt::format("coproc: this program was not started by a coproc::WorkerResource ({} is not set)",
                                      env_name));
-    int version = 0, host = 0, death_signal = 0, exit_fd = -1;
+    const auto malformed = [value] { return SpawnError(fmt::format("coproc: malformed {}='{}'", env_name, value)); };
+    int version = 0, host = 0, death_signal = 0, exit_fd = -1, used = 0;
+    if (std::sscanf(value, "%d:%d:%d:%d%n", &version, &host, &death_signal, &exit_fd, &used) != 4 || version != 1 ||
+        host <= 0 || death_signal < 0 || death_signal >= NSIG || (exit_fd != -1 && exit_fd != exit_fd_number))
+        throw malformed();
     SpawnSettings settings;
-    char tail = 0;
-    if (std::sscanf(value, "%d:%d:%d:%d:%zu:%zu:%zu%c", &version, &host, &death_signal, &exit_fd,
-                    &settings.max_frame_size, &settings.shared_memory_threshold, &settings.shared_memory_limit,
-                    &tail) != 7 ||
-        version != 1 || host <= 0 || death_signal < 0 || death_signal >= NSIG ||
-        (exit_fd != -1 && exit_fd != exit_fd_number) || settings.max_frame_size == 0)
-        throw SpawnError(fmt::format("coproc: malformed {}='{}'", env_name, value));
     settings.parent_death_signal = death_signal;
+    const char* rest = value + used;
+    for_each_option(settings.messenger, [&](std::size_t& field) {
+        int n = 0;
+        if (std::sscanf(rest, ":%zu%n", &field, &n) != 1) throw malformed();
+        rest += n;
+    });
+    if (*rest != '\0' || settings.messenger.max_frame_size == 0) throw malformed();
     (void)::unsetenv(std::string(env_name).c_str());  // not for the programs we start
     for (const int fd : {stream_fd_number, side_fd_number}) {
         struct stat st {};
@@ -176,20 +181,20 @@ SpawnedLink spawned_link() {
     if (death_signal != 0) (void)::prctl(PR_SET_PDEATHSIG, static_cast<unsigned long>(death_signal));
     if (::getppid() != host) throw ChannelClosed("coproc: the host exited before its spawned worker started");
 
-    SpawnedLink link;
-    link.settings = settings;
+    SpawnedChannel channel;
+    channel.settings = settings;
     for (const int fd : {stream_fd_number, side_fd_number, exit_fd}) {
         if (fd >= 0) (void)::fcntl(fd, F_SETFD, FD_CLOEXEC);  // programs we start must not inherit them
     }
-    link.end.stream.reset(stream_fd_number);
-    link.end.side.reset(side_fd_number);
-    link.stream_registration = FdRegistration(stream_fd_number);
-    link.side_registration = FdRegistration(side_fd_number);
+    channel.stream.reset(stream_fd_number);
+    channel.side.reset(side_fd_number);
+    channel.stream_registration = FdRegistration(stream_fd_number);
+    channel.side_registration = FdRegistration(side_fd_number);
     if (exit_fd >= 0) {
-        link.exit_pipe.reset(exit_fd);
-        link.exit_registration = FdRegistration(exit_fd);
+        channel.exit_pipe.reset(exit_fd);
+        channel.exit_registration = FdRegistration(exit_fd);
     }
-    return link;
+    return channel;
 }
 
 }  // namespace coproc::detail

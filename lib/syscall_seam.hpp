@@ -1,6 +1,7 @@
-// coproc/detail/syscalls.hpp — the seam between coproc and the kernel for the
+// lib/syscall_seam.hpp — the seam between coproc and the kernel for the
 // calls on its hot paths, so tests can inject EINTR, EAGAIN, short reads and
-// writes, and EPIPE. Internal.
+// writes, and EPIPE. Private to the library (and its tests); compiled in
+// lib/syscall_seam.cpp.
 //
 // Replace entries only while no coproc call runs in any thread; restore them
 // with reset_syscalls(). The replacements must be thread-safe and set errno
@@ -22,7 +23,7 @@ struct Syscalls {
     int (*poll)(::pollfd* fds, unsigned long count, int timeout_ms);
 };
 
-/// The table coproc's posix layer calls through.
+/// The table coproc's socket layer (lib/socket.cpp) calls through.
 [[nodiscard]] Syscalls& syscalls() noexcept;
 /// The real system calls.
 [[nodiscard]] Syscalls real_syscalls() noexcept;

@@ -3,7 +3,9 @@
 // documents, and on random corruptions of them.
 #include <catch2/catch.hpp>
 
-#include <coproc/detail/bus_json.hpp>
+#include <coproc/bus.hpp>
+
+#include "json_text.hpp"
 
 #include <cstdint>
 #include <random>

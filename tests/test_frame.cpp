@@ -1,7 +1,7 @@
 // Frames: header encode/decode, many frames per read, and bad input.
 #include <catch2/catch.hpp>
 
-#include <coproc/detail/fd.hpp>
+#include "socket.hpp"
 #include <coproc/detail/frame.hpp>
 #include <coproc/error.hpp>
 

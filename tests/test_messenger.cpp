@@ -4,6 +4,8 @@
 
 #include <coproc/messenger.hpp>
 
+#include "socket.hpp"  // make_socketpair (lib/, private)
+
 #include <sys/socket.h>
 #include <unistd.h>
 

@@ -6,7 +6,9 @@
 #include <coproc/coproc.hpp>
 #include <coproc/detail/endian.hpp>
 #include <coproc/detail/frame.hpp>
-#include <coproc/detail/shm.hpp>
+#include <coproc/detail/payload_slots.hpp>
+
+#include "socket.hpp"  // send_some (lib/, private)
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -58,7 +60,7 @@ int open_slot_fds() {
 
 }  // namespace
 
-TEST_CASE("large messages arrive intact through shared memory, both ways", "[shm]") {
+TEST_CASE("large messages arrive intact through shared memory, both ways", "[payload_slots]") {
     auto [worker, host] = coproc::PriorityMessenger<std::string>::new_pair(small_threshold());
     for (const std::size_t size : {std::size_t{4096}, std::size_t{100'000}, std::size_t{3} << 20, std::size_t{50'000}}) {
         const std::string a = pattern(size, 1);
@@ -78,7 +80,7 @@ TEST_CASE("large messages arrive intact through shared memory, both ways", "[shm
     CHECK(host.link().shared_memory_mapped() == mapped);
 }
 
-TEST_CASE("a slot is reused once the receiver popped its message", "[shm]") {
+TEST_CASE("a slot is reused once the receiver popped its message", "[payload_slots]") {
     auto [worker, host] = coproc::MultiMessenger<std::vector<char>>::new_pair(small_threshold());
     const std::vector<char> m(1 << 20, 'q');
     host.send_norequest(m);
@@ -92,7 +94,7 @@ TEST_CASE("a slot is reused once the receiver popped its message", "[shm]") {
     CHECK(host.link().shared_memory_mapped() == mapped);
 }
 
-TEST_CASE("messages not yet popped keep their slots; past the limit the socket carries the rest", "[shm]") {
+TEST_CASE("messages not yet popped keep their slots; past the limit the socket carries the rest", "[payload_slots]") {
     // 2 MiB of slots at most: a 1 MiB message needs a 2 MiB slot (header included, whole MiB).
     auto [worker, host] = coproc::PriorityMessenger<std::string>::new_pair(small_threshold(std::size_t{4} << 20));
     std::vector<std::string> sent;
@@ -119,7 +121,7 @@ TEST_CASE("messages not yet popped keep their slots; past the limit the socket c
     for (const auto& s : sent) CHECK(worker.receive_blocking(Channel{7}, 5s) == s);
 }
 
-TEST_CASE("slots grow for bigger messages and stay correct for smaller ones", "[shm]") {
+TEST_CASE("slots grow for bigger messages and stay correct for smaller ones", "[payload_slots]") {
     auto [worker, host] = coproc::MultiMessenger<std::string>::new_pair(small_threshold());
     for (const std::size_t size : {std::size_t{10'000}, std::size_t{5} << 20, std::size_t{9} << 20, std::size_t{20'000}}) {
         const std::string s = pattern(size, static_cast<unsigned>(size));
@@ -130,7 +132,7 @@ TEST_CASE("slots grow for bigger messages and stay correct for smaller ones", "[
     CHECK(host.link().shared_memory_mapped() < (std::size_t{16} << 20));
 }
 
-TEST_CASE("messages of many large strings gather without copies and keep their order", "[shm]") {
+TEST_CASE("messages of many large strings gather without copies and keep their order", "[payload_slots]") {
     using Msg = std::vector<std::string>;
     for (const std::size_t threshold : {std::size_t{0}, std::size_t{4096}}) {
         coproc::MessengerOptions o;
@@ -145,7 +147,7 @@ TEST_CASE("messages of many large strings gather without copies and keep their o
     }
 }
 
-TEST_CASE("a messenger moved over with shared-memory messages still queued", "[shm]") {
+TEST_CASE("a messenger moved over with shared-memory messages still queued", "[payload_slots]") {
     auto [worker, host] = coproc::MultiMessenger<std::string>::new_pair(small_threshold());
     auto [worker2, host2] = coproc::MultiMessenger<std::string>::new_pair(small_threshold());
     host.send_norequest(pattern(200'000, 1));
@@ -156,7 +158,7 @@ TEST_CASE("a messenger moved over with shared-memory messages still queued", "[s
     CHECK(worker.receive_blocking(5s) == pattern(300'000, 2));
 }
 
-TEST_CASE("a timed large send to a full socket throws Timeout and frees its slot", "[shm]") {
+TEST_CASE("a timed large send to a full socket throws Timeout and frees its slot", "[payload_slots]") {
     auto [worker, host] = coproc::MultiMessenger<std::string>::new_pair(small_threshold());
     // Fill the socket with small frames the worker does not read.
     // Small batches: the unsent rest of the last one must fit in the socket
@@ -209,7 +211,7 @@ int count_inherited_slots(coproc::PriorityMessenger<std::string>&) {
 }
 }  // namespace
 
-TEST_CASE("workers: large round trips, and forked workers do not inherit slots", "[shm]") {
+TEST_CASE("workers: large round trips, and forked workers do not inherit slots", "[payload_slots]") {
     coproc::WorkerOptions options;
     options.messenger = small_threshold();
     coproc::WorkerResource<coproc::PriorityMessenger<std::string>> w(options, echo_big);
@@ -231,7 +233,7 @@ TEST_CASE("workers: large round trips, and forked workers do not inherit slots",
 // first malloc (seen: SizeClassAllocator64::GetFromAllocator). glibc's malloc
 // is fork-safe, so the normal build runs it (and its exit-pipe variant).
 #if !defined(__SANITIZE_ADDRESS__)
-TEST_CASE("workers start while another thread maps and unmaps slots: no deadlock, nothing stale", "[shm]") {
+TEST_CASE("workers start while another thread maps and unmaps slots: no deadlock, nothing stale", "[payload_slots]") {
     // Fork with another thread running (the README advises against it; the
     // registries must still hold): that thread's registrations wait for each
     // fork instead of racing its snapshot.
@@ -264,7 +266,7 @@ TEST_CASE("workers start while another thread maps and unmaps slots: no deadlock
 }
 #endif
 
-TEST_CASE("slot mappings are forgotten when their messengers go: a later child unmaps nothing stale", "[shm]") {
+TEST_CASE("slot mappings are forgotten when their messengers go: a later child unmaps nothing stale", "[payload_slots]") {
     const std::size_t before = detail::dontfork_ranges().size();
     {
         auto [worker, host] = coproc::PriorityMessenger<std::string>::new_pair(small_threshold());
@@ -287,7 +289,7 @@ void send_three_then_die(coproc::PriorityMessenger<std::string>& m) {
 }
 }  // namespace
 
-TEST_CASE("large messages a worker sent before it was killed stay receivable; no fd outlives the worker", "[shm]") {
+TEST_CASE("large messages a worker sent before it was killed stay receivable; no fd outlives the worker", "[payload_slots]") {
     const auto fds_before = coproc::test::open_fds();
     {
         coproc::WorkerResource<coproc::PriorityMessenger<std::string>> w(send_three_then_die);
@@ -338,19 +340,19 @@ struct RawPeer {
     }
 
     // A data frame whose payload is the descriptor `d`.
-    static std::string descriptor_frame(const detail::ShmDescriptor& d) {
+    static std::string descriptor_frame(const detail::SlotDescriptor& d) {
         std::string frame;
         const std::size_t start = detail::begin_frame(frame, detail::FrameKind::data, Channel{}, 0.0);
-        detail::mark_shm_frame(frame, start);
+        detail::mark_slot_frame(frame, start);
         const std::size_t at = frame.size();
-        frame.resize(at + detail::shm_descriptor_size);
-        detail::encode_shm_descriptor(frame.data() + at, d);
+        frame.resize(at + detail::slot_descriptor_size);
+        detail::encode_slot_descriptor(frame.data() + at, d);
         detail::finish_frame(frame, start, detail::default_max_frame_size);
         return frame;
     }
 
     // The descriptor frame, after the memfd's datagram if `fd` >= 0.
-    void send_descriptor(const detail::ShmDescriptor& d, int fd) const {
+    void send_descriptor(const detail::SlotDescriptor& d, int fd) const {
         if (fd >= 0) send_memfd(d.slot, fd);
         send(descriptor_frame(d), -1);
     }
@@ -364,17 +366,17 @@ detail::UniqueFd make_slot(std::size_t size, bool seal) {
     if (seal) REQUIRE(::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK) == 0);
     std::string encoded;
     coproc::encode_append(encoded, std::string("hi"));
-    REQUIRE(::pwrite(fd.get(), encoded.data(), encoded.size(), static_cast<off_t>(detail::shm_slot_header)) ==
+    REQUIRE(::pwrite(fd.get(), encoded.data(), encoded.size(), static_cast<off_t>(detail::slot_header_size)) ==
             static_cast<ssize_t>(encoded.size()));
     return fd;
 }
 
 }  // namespace
 
-TEST_CASE("a well-formed foreign descriptor is read, then bad ones are ProtocolErrors", "[shm]") {
+TEST_CASE("a well-formed foreign descriptor is read, then bad ones are ProtocolErrors", "[payload_slots]") {
     std::string encoded;
     coproc::encode_append(encoded, std::string("hi"));
-    const auto good = detail::ShmDescriptor{0, detail::shm_carries_fd, 0, encoded.size()};
+    const auto good = detail::SlotDescriptor{0, detail::slot_carries_fd, 0, encoded.size()};
     {
         auto p = RawPeer::make();
         const auto slot = make_slot(4096, true);
@@ -418,7 +420,7 @@ TEST_CASE("a well-formed foreign descriptor is read, then bad ones are ProtocolE
         p.send_memfd(1, second.get());
         p.send_descriptor(good, first.get());
         CHECK(p.messenger.receive_blocking(5s) == "hi");
-        p.send_descriptor({1, detail::shm_carries_fd, 0, encoded.size()}, -1);
+        p.send_descriptor({1, detail::slot_carries_fd, 0, encoded.size()}, -1);
         CHECK(p.messenger.receive_blocking(5s) == "hi");
     }
     SECTION("a side-channel datagram of the wrong size") {
@@ -447,7 +449,7 @@ TEST_CASE("a well-formed foreign descriptor is read, then bad ones are ProtocolE
     SECTION("a slot id out of range") {
         auto p = RawPeer::make();
         const auto slot = make_slot(4096, true);
-        p.send_descriptor({1'000'000, detail::shm_carries_fd, 0, encoded.size()}, slot.get());
+        p.send_descriptor({1'000'000, detail::slot_carries_fd, 0, encoded.size()}, slot.get());
         CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
     }
     SECTION("an unsealed memfd (could shrink under the reader)") {
@@ -468,19 +470,19 @@ TEST_CASE("a well-formed foreign descriptor is read, then bad ones are ProtocolE
     SECTION("a range past the end of the slot") {
         auto p = RawPeer::make();
         const auto slot = make_slot(4096, true);
-        p.send_descriptor({0, detail::shm_carries_fd, 4000, 1000}, slot.get());
+        p.send_descriptor({0, detail::slot_carries_fd, 4000, 1000}, slot.get());
         CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
     }
     SECTION("an offset that would overflow") {
         auto p = RawPeer::make();
         const auto slot = make_slot(4096, true);
-        p.send_descriptor({0, detail::shm_carries_fd, ~std::uint64_t{0} - 8, 16}, slot.get());
+        p.send_descriptor({0, detail::slot_carries_fd, ~std::uint64_t{0} - 8, 16}, slot.get());
         CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
     }
     SECTION("a length over the maximum frame size") {
         auto p = RawPeer::make();
         const auto slot = make_slot(4096, true);
-        p.send_descriptor({0, detail::shm_carries_fd, 0, std::uint64_t{1} << 40}, slot.get());
+        p.send_descriptor({0, detail::slot_carries_fd, 0, std::uint64_t{1} << 40}, slot.get());
         CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
     }
     SECTION("unknown descriptor flags") {
@@ -491,12 +493,12 @@ TEST_CASE("a well-formed foreign descriptor is read, then bad ones are ProtocolE
     SECTION("a payload in the slot that does not decode") {
         auto p = RawPeer::make();
         const auto slot = make_slot(4096, true);
-        p.send_descriptor({0, detail::shm_carries_fd, 0, 3}, slot.get());  // "hi" is 10 bytes encoded
+        p.send_descriptor({0, detail::slot_carries_fd, 0, 3}, slot.get());  // "hi" is 10 bytes encoded
         CHECK_THROWS_AS(p.messenger.receive_blocking(5s), coproc::ProtocolError);
     }
 }
 
-TEST_CASE("a peer whose side channel is closed gets large payloads through the socket", "[shm]") {
+TEST_CASE("a peer whose side channel is closed gets large payloads through the socket", "[payload_slots]") {
     auto ends = detail::make_link_pair();
     ends.second.side.reset();  // the receiver dropped its side end: the sender's datagram fails (EPIPE)
     Target sender(std::move(ends.first), small_threshold());

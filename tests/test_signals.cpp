@@ -3,7 +3,7 @@
 // interval timer) interrupting every blocking call.
 #include <catch2/catch.hpp>
 
-#include <coproc/detail/syscalls.hpp>
+#include "syscall_seam.hpp"
 #include <coproc/worker_resource.hpp>
 
 #include <poll.h>

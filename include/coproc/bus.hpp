@@ -35,15 +35,10 @@
 #include <type_traits>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "coproc/error.hpp"
+#include "coproc/json.hpp"
 
 namespace coproc {
-
-/// Bus messages: JSON values that keep their keys' insertion order (like
-/// Python's dicts). Any type with nlohmann to_json/from_json converts.
-using Json = nlohmann::ordered_json;
 
 struct BusOptions {
     /// Per-peer queue limits; 0 means unlimited (no message dropped for a slow peer).
@@ -113,12 +108,6 @@ struct SubscriberStats {
 namespace detail {
 struct PublisherState;   // lib/bus.cpp
 struct SubscriberState;  // lib/bus.cpp
-/// Python json.dumps(value) with default settings, byte for byte.
-[[nodiscard]] std::string python_json_dumps(const Json& value);
-/// Empties `value`'s containers leaves first (recursing at most a few dozen
-/// levels; deeper ones are left to nlohmann's iterative destructor). Never
-/// throws; `value` stays valid, with the same type and no children.
-void release_json(Json& value) noexcept;
 }  // namespace detail
 
 /// Sends messages from a background thread. Move-only.

@@ -40,30 +40,15 @@
 #include "coproc/blob.hpp"
 #include "coproc/channel.hpp"
 #include "coproc/codec.hpp"
-#include "coproc/detail/fd.hpp"
 #include "coproc/detail/frame.hpp"
 #include "coproc/detail/link.hpp"
 #include "coproc/error.hpp"
+#include "coproc/messenger_options.hpp"
 #include "coproc/priority.hpp"
 #include "coproc/queue.hpp"
 #include "coproc/request_ctr.hpp"
 
 namespace coproc {
-
-struct MessengerOptions {
-    /// Largest frame (channel name + payload) this side accepts and sends.
-    /// Longer incoming lengths are a ProtocolError before any allocation.
-    std::size_t max_frame_size = detail::default_max_frame_size;
-    /// Messages whose encoding is at least this large travel through shared
-    /// memory (a memfd slot passed once over the socket, then reused): one
-    /// copy in, one copy out, instead of a trip through the kernel. 0 turns
-    /// it off. Only the sending side's setting matters.
-    std::size_t shared_memory_threshold = std::size_t{64} << 10;
-    /// The most shared memory one side keeps mapped for its outgoing large
-    /// messages. When every slot is taken (the receiver has not popped them
-    /// yet) and this is reached, large messages go through the socket.
-    std::size_t shared_memory_limit = std::size_t{512} << 20;
-};
 
 namespace detail {
 /// A received data frame, queued undecoded until popped.

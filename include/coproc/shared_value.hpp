@@ -32,6 +32,7 @@
 #include <type_traits>
 
 #include "coproc/detail/robust_mutex.hpp"
+#include "coproc/detail/shared_region.hpp"
 
 namespace coproc {
 
@@ -74,13 +75,13 @@ struct SharedBlock {
     static constexpr std::size_t data_offset =
         (sizeof(RobustMutex) + shared_alignment<T>() - 1) / shared_alignment<T>() * shared_alignment<T>();
 
-    std::shared_ptr<SharedMapping> mapping;
+    std::shared_ptr<SharedRegion> mapping;
     RobustMutex* mutex = nullptr;
     T* data = nullptr;
     std::size_t count = 0;
 
     SharedBlock(std::size_t n, const T& initial)
-        : mapping(std::make_shared<SharedMapping>(data_offset + sizeof(T) * (n == 0 ? 1 : n))), count(n) {
+        : mapping(std::make_shared<SharedRegion>(data_offset + sizeof(T) * (n == 0 ? 1 : n))), count(n) {
         auto* base = static_cast<unsigned char*>(mapping->data());
         mutex = new (base) RobustMutex();
         data = reinterpret_cast<T*>(base + data_offset);

@@ -23,7 +23,7 @@
 #include <cstdio>
 #include <utility>
 
-#include "coproc/detail/child_process.hpp"
+#include "coproc/detail/spawn.hpp"
 #include "coproc/worker_resource.hpp"
 
 namespace coproc {
@@ -32,18 +32,16 @@ namespace detail {
 // worker_main's body; `own_options` null: the host's.
 template <class Messenger, class F, class... Args>
 int spawned_worker_main(const MessengerOptions* own_options, F&& target, Args&&... args) {
-    SpawnedLink link;
+    SpawnedChannel channel;
     try {
-        link = spawned_link();
+        channel = spawned_channel();
     } catch (const ChannelClosed&) {
         return 1;  // the host is gone
     }
     auto call = bind_target<Messenger>(std::forward<F>(target), std::forward<Args>(args)...);
-    const MessengerOptions options =
-        own_options != nullptr ? *own_options
-                               : MessengerOptions{link.settings.max_frame_size, link.settings.shared_memory_threshold,
-                                                  link.settings.shared_memory_limit};
-    const int code = serve_as_worker<Messenger>(std::move(link.end), options, call);
+    const MessengerOptions& options = own_options != nullptr ? *own_options : channel.settings.messenger;
+    const int code =
+        serve_as_worker<Messenger>(LinkEnd{std::move(channel.stream), std::move(channel.side)}, options, call);
     std::fflush(nullptr);
     return code;
 }

@@ -45,7 +45,10 @@
 #include <fmt/format.h>
 
 #include "coproc/detail/child_process.hpp"
-#include "coproc/detail/fd.hpp"
+#include "coproc/detail/fork_registry.hpp"
+#include "coproc/detail/link.hpp"
+#include "coproc/detail/spawn.hpp"
+#include "coproc/detail/worker_watch.hpp"
 #include "coproc/error.hpp"
 #include "coproc/messenger.hpp"
 
@@ -152,7 +155,12 @@ public:
         requires std::invocable<std::decay_t<F>&, Messenger&, std::decay_t<Args>&...>
     WorkerResource(const WorkerOptions& worker_options, F&& target, Args&&... args) : options_(worker_options) {
         auto call = detail::bind_target<Messenger>(std::forward<F>(target), std::forward<Args>(args)...);
-        start(call);
+        using Call = decltype(call);
+        start({}, [&](const detail::LinkEnd& child_end) {
+            ChildContext<Call> ctx{&call, options_.messenger, child_end.side.get()};
+            return detail::ChildProcess::fork(child_end.stream.get(), child_end.side.get(), options_.parent_death_signal,
+                                              &child_main<Call>, &ctx);
+        });
     }
 
     /// Spawn mode: starts `program` as the worker and waits for its startup
@@ -164,15 +172,11 @@ public:
     /// does not answer within start_timeout (it is killed and reaped then).
     explicit WorkerResource(const Executable& program) : WorkerResource(WorkerOptions{}, program) {}
     WorkerResource(const WorkerOptions& worker_options, const Executable& program) : options_(worker_options) {
-        auto ends = detail::make_link_pair();
-        register_host_end(ends.first);
-        const detail::SpawnSettings settings{options_.parent_death_signal, options_.messenger.max_frame_size,
-                                             options_.messenger.shared_memory_threshold,
-                                             options_.messenger.shared_memory_limit};
-        child_ = detail::ChildProcess::spawn(program.path, program.args, program.env, program.working_directory,
-                                             ends.second.stream.get(), ends.second.side.get(), settings);
-        ends.second = {};
-        await_start(std::move(ends.first), program.path);
+        start(program.path, [&](const detail::LinkEnd& child_end) {
+            return detail::spawn_process(program.path, program.args, program.env, program.working_directory,
+                                         child_end.stream.get(), child_end.side.get(),
+                                         {options_.parent_death_signal, options_.messenger});
+        });
     }
 
     WorkerResource(WorkerResource&&) noexcept = default;
@@ -180,7 +184,7 @@ public:
         if (this != &other) {
             shutdown();
             options_ = other.options_;
-            child_ = std::move(other.child_);
+            watch_ = std::move(other.watch_);
             registration_ = std::move(other.registration_);
             side_registration_ = std::move(other.side_registration_);
             messenger_ = std::move(other.messenger_);
@@ -209,20 +213,20 @@ public:
     /// SIGTERM, then SIGKILL after `grace` (default: term_grace); reaps. Blocks at most about `grace`.
     ExitStatus terminate() { return terminate(options_.term_grace); }
     ExitStatus terminate(Duration grace) {
-        child_->signal(SIGTERM);
-        if (auto s = child_->wait(detail::deadline_after(grace), &messenger_->link())) return *s;
-        return child_->kill_and_reap();
+        child().signal(SIGTERM);
+        if (auto s = watch_->wait(messenger_->link(), detail::deadline_after(grace))) return *s;
+        return child().kill_and_reap();
     }
     /// SIGKILL and reap. Blocks until the kernel has ended the child.
-    ExitStatus kill() { return child_->kill_and_reap(); }
+    ExitStatus kill() { return child().kill_and_reap(); }
 
     /// Never blocks. False once the worker has exited (it is reaped then).
-    [[nodiscard]] bool is_alive() { return !child_->poll(); }
-    [[nodiscard]] long pid() const noexcept { return child_->pid(); }
+    [[nodiscard]] bool is_alive() { return !child().poll(); }
+    [[nodiscard]] long pid() const noexcept { return watch_->child().pid(); }
     /// Never blocks. The exit status once the worker has exited.
     [[nodiscard]] std::optional<ExitStatus> exit_status() {
-        child_->poll();
-        return child_->status();
+        child().poll();
+        return child().status();
     }
 
 private:
@@ -245,15 +249,19 @@ private:
             detail::LinkEnd{detail::UniqueFd(fd), detail::UniqueFd(ctx.side_fd)}, ctx.options, *ctx.call));
     }
 
-    template <class Call>
-    void start(Call& call) {
+    [[nodiscard]] detail::ChildProcess& child() noexcept { return watch_->child(); }
+
+    // The one start sequence, forked or spawned: a new link; launch(child's
+    // end) starts the child, which alone keeps that end; then our messenger
+    // on the host's end waits for the child's hello. `program`: a spawned
+    // executable's path, for the error message.
+    template <class Launch>
+    void start(std::string_view program, Launch&& launch) {
         auto ends = detail::make_link_pair();
         register_host_end(ends.first);
-        ChildContext<Call> ctx{&call, options_.messenger, ends.second.side.get()};
-        child_ = detail::ChildProcess::fork(ends.second.stream.get(), ends.second.side.get(), options_.parent_death_signal,
-                                            &child_main<Call>, &ctx);
+        watch_ = std::make_unique<detail::WorkerWatch>(launch(ends.second));
         ends.second = {};  // the child's end lives only in the child
-        await_start(std::move(ends.first));
+        await_start(std::move(ends.first), program);
     }
 
     // Workers forked later close the host's ends of this one's link.
@@ -263,26 +271,25 @@ private:
     }
 
     // The child runs: builds our messenger and waits for its hello.
-    // `program`: the spawned executable, for the error message.
-    void await_start(detail::LinkEnd host_end, std::string_view program = {}) {
+    void await_start(detail::LinkEnd host_end, std::string_view program) {
         std::string why;
         try {
             messenger_.emplace(std::move(host_end), options_.messenger);
-            messenger_->link().set_watch(child_.get());
+            messenger_->link().set_watch(watch_.get());
             if (messenger_->link().await_hello(detail::deadline_after(options_.start_timeout))) return;
         } catch (const ChannelClosed&) {
             // fall through: the child died during start-up
         } catch (const ProtocolError& e) {
             why = e.what();  // a spawned program with another message type or protocol version
         }
-        const ExitStatus status = child_->kill_and_reap();
+        const ExitStatus status = child().kill_and_reap();
         const std::string name = program.empty() ? std::string() : fmt::format(" ('{}')", program);
-        throw SpawnError(fmt::format("coproc: worker {}{} did not start ({}{}{})", child_->pid(), name, status.describe(),
+        throw SpawnError(fmt::format("coproc: worker {}{} did not start ({}{}{})", pid(), name, status.describe(),
                                      why.empty() ? "" : "; ", why));
     }
 
     std::optional<ExitStatus> join_until(detail::Deadline deadline) {
-        if (child_->poll()) return child_->status();
+        if (child().poll()) return child().status();
         try {
             // false: the worker closed its end and is exiting (it returned):
             // the common case, so no exception for it.
@@ -292,35 +299,39 @@ private:
         } catch (const Timeout&) {
             // the worker does not read: keep waiting for it until the deadline
         }
-        return child_->wait(deadline, &messenger_->link());
+        return watch_->wait(messenger_->link(), deadline);
     }
 
     void shutdown() noexcept {
-        if (!child_) return;
+        if (!watch_) return;
+        detail::ChildProcess& c = child();
         try {
-            if (!child_->poll()) {
-                auto* link = &messenger_->link();
+            if (!c.poll()) {
+                auto& link = messenger_->link();
                 try {
                     (void)messenger_->try_send_close_request(std::chrono::duration_cast<Duration>(options_.close_grace));
                 } catch (...) {
                     // dead or not reading: the signals below take over
                 }
-                if (!child_->wait(detail::deadline_after(options_.close_grace), link)) {
-                    child_->signal(SIGTERM);
-                    if (!child_->wait(detail::deadline_after(options_.term_grace), link)) child_->kill_and_reap();
+                if (!watch_->wait(link, detail::deadline_after(options_.close_grace))) {
+                    c.signal(SIGTERM);
+                    if (!watch_->wait(link, detail::deadline_after(options_.term_grace))) c.kill_and_reap();
                 }
             }
         } catch (...) {
-            (void)child_->kill_and_reap();
+            (void)c.kill_and_reap();
         }
         registration_.reset();
         side_registration_.reset();
+        // The messenger's link points at the watch: it goes first.
         messenger_.reset();
-        child_.reset();
+        watch_.reset();
     }
 
     WorkerOptions options_;
-    std::unique_ptr<detail::ChildProcess> child_;  // declared first: outlives the messenger's watch pointer
+    // The child and its watch; heap-allocated so the messenger's link can
+    // point at it across moves (shutdown() destroys the messenger first).
+    std::unique_ptr<detail::WorkerWatch> watch_;
     // The host's stream and side ends: workers forked later close them.
     detail::FdRegistration registration_;
     detail::FdRegistration side_registration_;

@@ -2,7 +2,7 @@
 // parses whatever arrives on the wire). It must never crash; it must agree
 // with nlohmann::json::parse on what is valid and on the value; and what it
 // accepts must survive the writer (Python's json.dumps format) unchanged.
-#include <coproc/detail/bus_json.hpp>
+#include "json_text.hpp"
 
 #include <algorithm>
 #include <cstddef>

@@ -8,7 +8,7 @@
 //        1    1 kind (FrameKind)
 //        2    1 channel kind: 0 none, 1 integer, 2 string
 //        3    1 flags: bit 0 = the payload is a shared-memory descriptor
-//                (detail/shm.hpp; data, request and reply frames only);
+//                (detail/payload_slots.hpp; data, request and reply frames only);
 //                other bits must be 0
 //        4    4 channel name length (string channels; 0 otherwise)
 //        8    8 channel integer (integer channels; 0 otherwise)
@@ -33,7 +33,6 @@
 
 #include "coproc/channel.hpp"
 #include "coproc/detail/bytes.hpp"
-#include "coproc/detail/fd.hpp"
 
 namespace coproc::detail {
 
@@ -42,7 +41,7 @@ enum class FrameKind : std::uint8_t { hello = 1, data = 2, request = 3, reply = 
 inline constexpr std::size_t frame_header_size = 32;
 inline constexpr std::uint8_t frame_magic = 0xC5;
 inline constexpr std::uint32_t protocol_version = 3;
-inline constexpr std::uint8_t frame_flag_shm = 1;
+inline constexpr std::uint8_t frame_flag_slot = 1;
 /// Default largest frame (header excluded) a reader accepts: 256 MiB.
 inline constexpr std::size_t default_max_frame_size = std::size_t{256} << 20;
 
@@ -53,12 +52,12 @@ struct FrameView {
     // optional, without zero-filling the whole struct first (it showed in
     // profiles of small-message streams).
     FrameView(FrameKind frame_kind, double frame_priority, Channel frame_channel, std::string_view frame_payload,
-              bool is_shm = false, Bytes* owned_buffer = nullptr) noexcept
+              bool is_in_slot = false, Bytes* owned_buffer = nullptr) noexcept
         : kind(frame_kind),
           priority(frame_priority),
           channel(std::move(frame_channel)),
           payload(frame_payload),
-          shm(is_shm),
+          in_slot(is_in_slot),
           owned(owned_buffer) {}
 
     FrameKind kind;
@@ -66,7 +65,7 @@ struct FrameView {
     Channel channel;
     std::string_view payload;
     /// The payload is a shared-memory descriptor (the Link resolves it).
-    bool shm = false;
+    bool in_slot = false;
     /// For a large frame read straight into its own buffer: that buffer, which
     /// the receiver may move from (payload keeps pointing into it). Else null.
     Bytes* owned = nullptr;
@@ -85,7 +84,7 @@ std::size_t begin_frame(std::string& out, FrameKind kind, const Channel& channel
 /// frame from `out`).
 void finish_frame(std::string& out, std::size_t start, std::size_t max_frame_size, std::size_t gathered = 0);
 /// Marks the frame begun at `start` as carrying a shared-memory descriptor.
-void mark_shm_frame(std::string& out, std::size_t start) noexcept;
+void mark_slot_frame(std::string& out, std::size_t start) noexcept;
 /// Appends a whole frame with the given payload.
 void append_frame(std::string& out, FrameKind kind, const Channel& channel, double priority, std::string_view payload,
                   std::size_t max_frame_size);

@@ -12,11 +12,25 @@
 
 #include <sys/uio.h>
 
-#include "coproc/detail/fd.hpp"
+#include "coproc/detail/deadline.hpp"
 #include "coproc/detail/frame.hpp"
-#include "coproc/detail/shm.hpp"
+#include "coproc/detail/payload_slots.hpp"
+#include "coproc/detail/unique_fd.hpp"
 
 namespace coproc::detail {
+
+/// One end of a messenger link: its stream socket and its descriptor side
+/// channel (SOCK_SEQPACKET; carries the memfds of payload slots).
+struct LinkEnd {
+    UniqueFd stream;
+    UniqueFd side;
+};
+struct LinkPair {
+    LinkEnd first;
+    LinkEnd second;
+};
+/// Both ends of a new link, close-on-exec from creation. Throws SystemError.
+[[nodiscard]] LinkPair make_link_pair();
 
 /// Tells a Link how its peer's death shows and what to raise then. The host
 /// side of a worker implements it with the worker's pidfd.
@@ -128,7 +142,7 @@ public:
     /// Large runs of the message being encoded into out_buffer().
     [[nodiscard]] Gather& gather() noexcept { return gather_; }
     /// Bytes of shared memory mapped for outgoing payloads (inspection, tests).
-    [[nodiscard]] std::size_t shared_memory_mapped() const noexcept { return shm_out_.mapped_bytes(); }
+    [[nodiscard]] std::size_t shared_memory_mapped() const noexcept { return slots_out_.mapped_bytes(); }
 
 private:
     void handle_hello(const FrameView& frame);
@@ -145,10 +159,10 @@ private:
     template <class F>
     void for_each_piece(std::size_t from, F&& piece) const;
     // A frame whose payload is in a shared-memory slot, as the sink sees it.
-    void deliver_shm(Sink sink, void* context, const FrameView& frame);
+    void deliver_from_slot(Sink sink, void* context, const FrameView& frame);
 
     UniqueFd fd_;
-    UniqueFd side_;  // SOCK_SEQPACKET: slots' memfds, one per datagram (see shm.hpp)
+    UniqueFd side_;  // SOCK_SEQPACKET: slots' memfds, one per datagram (see payload_slots.hpp)
     FrameReader reader_;
     std::uint64_t fingerprint_;
     PeerWatch* watch_ = nullptr;
@@ -161,9 +175,9 @@ private:
     std::string pending_;  // the unwritten rest of a frame whose send timed out
     Gather gather_;
     std::vector<iovec> iov_;
-    std::size_t shm_threshold_;
-    ShmSender shm_out_;
-    ShmReceiver shm_in_;
+    std::size_t slot_threshold_;
+    SlotSender slots_out_;
+    SlotReceiver slots_in_;
 };
 
 }  // namespace coproc::detail

@@ -1,4 +1,4 @@
-// coproc/detail/shm.hpp — the large-payload path: payloads above a threshold
+// coproc/detail/payload_slots.hpp — the large-payload path: payloads above a threshold
 // travel through shared memory instead of the socket. Internal.
 //
 // Each sending side owns a few "slots": a memfd (sealed against shrinking)
@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "coproc/detail/bytes.hpp"
-#include "coproc/detail/fd.hpp"
+#include "coproc/detail/unique_fd.hpp"
 
 namespace coproc::detail {
 
@@ -35,25 +35,25 @@ namespace coproc::detail {
 /// side channel), u64 offset of the payload in the slot's data area, u64
 /// length. Little-endian. A side-channel datagram is the u32 slot id with the
 /// memfd attached.
-inline constexpr std::size_t shm_descriptor_size = 24;
-inline constexpr std::uint32_t shm_carries_fd = 1;
+inline constexpr std::size_t slot_descriptor_size = 24;
+inline constexpr std::uint32_t slot_carries_fd = 1;
 
 /// Bytes at the start of every slot before the data area; the first four are
 /// the busy flag (1 while the receiver holds the payload).
-inline constexpr std::size_t shm_slot_header = 64;
+inline constexpr std::size_t slot_header_size = 64;
 
-struct ShmDescriptor {
+struct SlotDescriptor {
     std::uint32_t slot = 0;
     std::uint32_t flags = 0;
     std::uint64_t offset = 0;
     std::uint64_t length = 0;
 };
-void encode_shm_descriptor(char* out, const ShmDescriptor& d) noexcept;
+void encode_slot_descriptor(char* out, const SlotDescriptor& d) noexcept;
 /// Throws ProtocolError unless `payload` is exactly one descriptor.
-[[nodiscard]] ShmDescriptor decode_shm_descriptor(std::string_view payload);
+[[nodiscard]] SlotDescriptor decode_slot_descriptor(std::string_view payload);
 
 /// The sending side's slots.
-class ShmSender {
+class SlotSender {
 public:
     struct Slot;
     /// A slot taken for one payload: write `size` bytes at `data`, then send
@@ -66,10 +66,10 @@ public:
     };
 
     /// `limit`: the most bytes of shared memory this side maps in total.
-    explicit ShmSender(std::size_t limit) noexcept;
-    ShmSender(ShmSender&&) noexcept;
-    ShmSender& operator=(ShmSender&&) noexcept;
-    ~ShmSender();
+    explicit SlotSender(std::size_t limit) noexcept;
+    SlotSender(SlotSender&&) noexcept;
+    SlotSender& operator=(SlotSender&&) noexcept;
+    ~SlotSender();
 
     /// A free slot with room for `size` bytes (reused, grown or created), or
     /// an empty grant when every slot is busy and the limit is reached, or
@@ -82,7 +82,7 @@ public:
     /// the payload through the socket. Never blocks.
     [[nodiscard]] bool send_memfd(const Grant& grant, int side_fd) noexcept;
     /// The descriptor for a granted payload of `size` bytes.
-    [[nodiscard]] ShmDescriptor describe(const Grant& grant, std::size_t size) const noexcept;
+    [[nodiscard]] SlotDescriptor describe(const Grant& grant, std::size_t size) const noexcept;
     /// The descriptor's frame went out (at least its first byte).
     void sent(const Grant& grant) noexcept;
     /// The descriptor's frame was not sent at all: the slot is free again.
@@ -98,12 +98,12 @@ private:
 };
 
 /// The receiving side: the peer's slots, mapped on first use.
-class ShmReceiver {
+class SlotReceiver {
 public:
-    ShmReceiver();
-    ShmReceiver(ShmReceiver&&) noexcept;
-    ShmReceiver& operator=(ShmReceiver&&) noexcept;
-    ~ShmReceiver();
+    SlotReceiver();
+    SlotReceiver(SlotReceiver&&) noexcept;
+    SlotReceiver& operator=(SlotReceiver&&) noexcept;
+    ~SlotReceiver();
 
     /// Resolves a descriptor to its payload as a borrowed buffer that frees
     /// the slot when it is destroyed. Reads the slot's memfd from `side_fd`
@@ -111,7 +111,7 @@ public:
     /// descriptor announces a new slot. Throws ProtocolError on a descriptor
     /// that does not match what the peer sent (unknown slot, a range outside
     /// it, a missing or unsealed memfd), SystemError if mapping fails.
-    [[nodiscard]] Bytes resolve(const ShmDescriptor& descriptor, int side_fd, std::size_t max_length);
+    [[nodiscard]] Bytes resolve(const SlotDescriptor& descriptor, int side_fd, std::size_t max_length);
 
 private:
     struct Mapping;

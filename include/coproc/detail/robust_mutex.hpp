@@ -1,15 +1,13 @@
 // coproc/detail/robust_mutex.hpp — a robust, process-shared mutex that lives
-// in shared memory, and an anonymous shared mapping inherited across fork.
-// Compiled in lib/shared_state.cpp. Internal.
+// in shared memory. Compiled in lib/robust_mutex.cpp. Internal.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
-#include <memory>
 
 #include <pthread.h>
 
-#include "coproc/detail/fd.hpp"
+#include "coproc/detail/deadline.hpp"
 
 namespace coproc::detail {
 
@@ -51,23 +49,6 @@ private:
     bool acquired(int rc);  // the slow path: EOWNERDEAD, timeouts, errors
     pthread_mutex_t mutex_;
     bool owner_died_ = false;
-};
-
-/// An anonymous MAP_SHARED region: the same memory in this process and in
-/// every process forked after its creation. Unmapped when the last handle in a
-/// process goes. Pages are only touched (and so only cost memory) when used.
-class SharedMapping {
-public:
-    explicit SharedMapping(std::size_t size);  // throws SystemError
-    ~SharedMapping();
-    SharedMapping(const SharedMapping&) = delete;
-    SharedMapping& operator=(const SharedMapping&) = delete;
-    [[nodiscard]] void* data() const noexcept { return data_; }
-    [[nodiscard]] std::size_t size() const noexcept { return size_; }
-
-private:
-    void* data_;
-    std::size_t size_;
 };
 
 }  // namespace coproc::detail

@@ -1,0 +1,62 @@
+// coproc/detail/spawn.hpp — spawn mode's two ends: the host starts a program
+// through posix_spawn with its end of a link at fds 3 and 4; the program
+// takes them back (through coproc::worker_main). Compiled in lib/spawn.cpp.
+// Internal.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "coproc/detail/child_process.hpp"
+#include "coproc/detail/fork_registry.hpp"
+#include "coproc/detail/unique_fd.hpp"
+#include "coproc/messenger_options.hpp"
+
+namespace coproc::detail {
+
+/// What a spawned worker learns from its host besides its fds: the
+/// parent-death signal (0: none) and the host's messenger options, which
+/// worker_main uses unless given its own (as a forked worker shares them).
+struct SpawnSettings {
+    int parent_death_signal = 0;
+    MessengerOptions messenger{};
+};
+
+/// Starts the executable `path` (searched in PATH when it has no '/') with
+/// `args` after argv[0], through posix_spawn (a vfork: nothing of this
+/// process runs in the child, so any thread may call it). The child gets
+/// channel_fd as fd 3 and side_fd as fd 4 (and, where pidfds are missing,
+/// its exit pipe as fd 5); every other fd but 0, 1, 2 is closed, all
+/// signals get their default disposition and the mask is emptied; it runs in
+/// `working_directory` (empty: ours); its environment is ours with `env`'s
+/// "NAME=value" entries added or replacing, plus COPROC_WORKER, which
+/// carries `settings`. Throws SpawnError if the program cannot be started
+/// (the message names it and the reason), std::invalid_argument for an `env`
+/// entry without '=' or one naming COPROC_WORKER.
+[[nodiscard]] std::unique_ptr<ChildProcess> spawn_process(const std::string& path,
+                                                          const std::vector<std::string>& args,
+                                                          const std::vector<std::string>& env,
+                                                          const std::string& working_directory, int channel_fd,
+                                                          int side_fd, const SpawnSettings& settings);
+
+/// In a program spawned by spawn_process: what its host passed.
+struct SpawnedChannel {
+    UniqueFd stream;  // fd 3, now close-on-exec
+    UniqueFd side;    // fd 4, likewise
+    // Registered as this process's, so the workers it forks close them.
+    FdRegistration stream_registration;
+    FdRegistration side_registration;
+    FdRegistration exit_registration;
+    UniqueFd exit_pipe;  // fd 5 when the host has no pidfd: held until we end
+    SpawnSettings settings;
+};
+/// Takes the channel from COPROC_WORKER and fds 3 and 4 (once: the variable
+/// is removed, so programs this one starts do not see it), and sets the
+/// parent-death signal. Throws SpawnError if this program was not started by
+/// a WorkerResource in spawn mode (no or bad COPROC_WORKER, fds 3 or 4 not
+/// sockets), ChannelClosed if the host has already exited. Not thread-safe
+/// (it edits the environment): call it first thing in main().
+[[nodiscard]] SpawnedChannel spawned_channel();
+
+}  // namespace coproc::detail
