@@ -32,7 +32,7 @@ Link::Link(UniqueFd fd, UniqueFd side, std::uint64_t fingerprint, std::size_t ma
     const HelloFrame hello = hello_frame(fingerprint);
     // peer_closed: the peer already ran and exited (a worker can be that
     // fast). What it sent is still in our socket; the next send will raise.
-    (void)send(std::string_view(hello.data(), hello.size()), std::nullopt);
+    (void)write(std::string_view(hello.data(), hello.size()), std::nullopt);
 }
 
 std::size_t Link::write_until(std::span<iovec> segments, Deadline deadline, bool& closed) {
@@ -92,7 +92,7 @@ SendOutcome Link::send_segments(std::span<iovec> segments, std::size_t total, De
     return SendOutcome::timed_out_committed;
 }
 
-SendOutcome Link::send(std::string_view frames, Deadline deadline) {
+SendOutcome Link::write(std::string_view frames, Deadline deadline) {
     iovec one{const_cast<char*>(frames.data()), frames.size()};
     return send_segments(std::span<iovec>(&one, 1), frames.size(), deadline);
 }
@@ -146,13 +146,16 @@ std::optional<SendOutcome> Link::send_through_slot(std::size_t start, std::size_
     return outcome;
 }
 
-SendOutcome Link::send_message(std::size_t start, std::size_t payload_start, Deadline deadline) {
+SendOutcome Link::send_begun_frame(FrameKind kind, std::size_t start, std::size_t payload_start, Deadline deadline) {
     const std::size_t payload = out_.size() - payload_start + gather_.bytes;
-    if (slot_threshold_ != 0 && payload >= slot_threshold_ && payload <= reader_.max_frame_size()) {
+    // Only data frames may name a slot: a control frame's payload is read
+    // where it is parsed.
+    const bool data_frame = kind == FrameKind::data || kind == FrameKind::request || kind == FrameKind::reply;
+    if (data_frame && slot_threshold_ != 0 && payload >= slot_threshold_ && payload <= reader_.max_frame_size()) {
         if (const auto outcome = send_through_slot(start, payload_start, payload, deadline)) return *outcome;
     }
     finish_frame(out_, start, reader_.max_frame_size(), gather_.bytes);
-    if (gather_.runs.empty()) return send(out_, deadline);
+    if (gather_.runs.empty()) return write(out_, deadline);
     iov_.clear();
     for_each_piece(0, [this](const char* data, std::size_t size) { iov_.push_back({const_cast<char*>(data), size}); });
     return send_segments(iov_, out_.size() + gather_.bytes, deadline);
@@ -187,7 +190,7 @@ void Link::wait_for_data() {
     }
 }
 
-std::size_t Link::drain(Sink sink, void* context) {
+std::size_t Link::drain(FrameSink& sink) {
     std::size_t delivered = 0;
     std::size_t read_total = 0;
     // A short read just now means the socket is empty: do not ask it again.
@@ -203,9 +206,9 @@ std::size_t Link::drain(Sink sink, void* context) {
                 case FrameKind::request:
                 case FrameKind::reply:
                     if (frame->in_slot)
-                        deliver_from_slot(sink, context, *frame);
+                        deliver_from_slot(sink, *frame);
                     else
-                        sink(context, *frame);
+                        sink.on_frame(*frame);
                     ++delivered;
                     break;
                 case FrameKind::error: throw_error_payload(frame->payload);
@@ -233,14 +236,14 @@ std::size_t Link::drain(Sink sink, void* context) {
     }
 }
 
-void Link::deliver_from_slot(Sink sink, void* context, const FrameView& frame) {
+void Link::deliver_from_slot(FrameSink& sink, const FrameView& frame) {
     if (!side_) throw ProtocolError("coproc: shared-memory descriptor on a link without a descriptor channel");
     Bytes payload = slots_in_.resolve(decode_slot_descriptor(frame.payload), side_.get(), reader_.max_frame_size());
     FrameView view = frame;
     view.payload = payload.view();
     view.in_slot = false;
     view.owned = &payload;  // the sink keeps the borrowed payload; if not, the slot is freed here
-    sink(context, view);
+    sink.on_frame(view);
 }
 
 bool Link::wait(Deadline deadline) {

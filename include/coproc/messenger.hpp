@@ -161,7 +161,7 @@ public:
     /// end (a worker that returned and is exiting), returns false instead of
     /// throwing. Throws Timeout.
     bool try_send_close_request(Duration timeout) {
-        const auto outcome = write_control(detail::FrameKind::close, {}, detail::deadline_after(timeout));
+        const auto outcome = link_.send_control(detail::FrameKind::close, {}, detail::deadline_after(timeout));
         if (outcome == detail::SendOutcome::peer_closed) return false;
         finish_send(outcome, Channel{}, false, 0);
         return true;
@@ -312,38 +312,42 @@ private:
         }
     }
 
-    static void enqueue(void* self, const detail::FrameView& frame) {
-        auto& queue = static_cast<BasicMessenger*>(self)->queue_;
-        const bool is_reply = frame.kind == detail::FrameKind::reply;
-        // Filled in place: a queued frame is a hundred bytes, moving it costs.
-        if (frame.owned == nullptr && frame.payload.size() <= detail::Bytes::inline_capacity) {
-            detail::QueuedFrame& queued = queue.emplace(frame.priority, frame.channel);
-            queued.bytes.assign_inline(frame.payload);
+    // The queue as the link's drain() fills it.
+    class Enqueue final : public detail::FrameSink {
+    public:
+        explicit Enqueue(queue_type& queue) noexcept : queue_(queue) {}
+        void on_frame(const detail::FrameView& frame) override {
+            const bool is_reply = frame.kind == detail::FrameKind::reply;
+            // Filled in place: a queued frame is a hundred bytes, moving it costs.
+            if (frame.owned == nullptr && frame.payload.size() <= detail::Bytes::inline_capacity) {
+                detail::QueuedFrame& queued = queue_.emplace(frame.priority, frame.channel);
+                queued.bytes.assign_inline(frame.payload);
+                queued.is_reply = is_reply;
+                return;
+            }
+            // A large frame in its own buffer or in a payload slot is kept as
+            // it is; anything else is copied, before queueing (the copy may throw).
+            std::uint32_t offset = 0;
+            detail::Bytes bytes;
+            if (frame.owned != nullptr) {
+                offset = static_cast<std::uint32_t>(frame.payload.data() - frame.owned->data());
+                bytes = std::move(*frame.owned);
+            } else {
+                bytes = detail::Bytes::copy_of(frame.payload);
+            }
+            detail::QueuedFrame& queued = queue_.emplace(frame.priority, frame.channel);
+            queued.bytes = std::move(bytes);
+            queued.offset = offset;
             queued.is_reply = is_reply;
-            return;
         }
-        // A large frame in its own buffer or in shared memory is kept as it
-        // is; anything else is copied, before queueing (the copy may throw).
-        std::uint32_t offset = 0;
-        detail::Bytes bytes;
-        if (frame.owned != nullptr) {
-            offset = static_cast<std::uint32_t>(frame.payload.data() - frame.owned->data());
-            bytes = std::move(*frame.owned);
-        } else {
-            bytes = detail::Bytes::copy_of(frame.payload);
-        }
-        detail::QueuedFrame& queued = queue.emplace(frame.priority, frame.channel);
-        queued.bytes = std::move(bytes);
-        queued.offset = offset;
-        queued.is_reply = is_reply;
-    }
 
-    std::size_t drain() { return link_.drain(&BasicMessenger::enqueue, this); }
+    private:
+        queue_type& queue_;
+    };
 
-    void append_data(std::string& buf, detail::FrameKind kind, const Msg& message, const Channel& channel) {
-        const std::size_t start = detail::begin_frame(buf, kind, channel, message_priority(message));
-        encode_append(buf, message);
-        detail::finish_frame(buf, start, link_.max_frame_size());
+    std::size_t drain() {
+        Enqueue sink(queue_);
+        return link_.drain(sink);
     }
 
     // Counts only what was (or is committed to be) written.
@@ -356,37 +360,27 @@ private:
     }
 
     void send_data(detail::FrameKind kind, const Msg& message, const Channel& channel, detail::Deadline deadline) {
-        auto& buf = link_.out_buffer();
-        auto& gather = link_.gather();
-        buf.clear();
-        gather.clear();
-        const std::size_t start = detail::begin_frame(buf, kind, channel, message_priority(message));
-        const std::size_t payload_start = buf.size();
-        detail::encode_gather(buf, gather, message);
-        finish_send(link_.send_message(start, payload_start, deadline), channel, kind == detail::FrameKind::request, 1);
+        const auto outcome = link_.send_frame(
+            kind, channel, message_priority(message),
+            [&message](std::string& out, detail::Gather& gather) { detail::encode_gather(out, gather, message); },
+            deadline);
+        finish_send(outcome, channel, kind == detail::FrameKind::request, 1);
     }
 
     template <class Range>
     void send_batch(detail::FrameKind kind, const Range& messages, const Channel& channel, detail::Deadline deadline) {
-        auto& buf = link_.out_buffer();
-        buf.clear();
         std::size_t count = 0;
-        for (const auto& message : messages) {
-            append_data(buf, kind, static_cast<const Msg&>(message), channel);
-            ++count;
-        }
+        const auto outcome = link_.send_frames(
+            kind, channel, messages,
+            [](const auto& message) { return message_priority(static_cast<const Msg&>(message)); },
+            [](std::string& out, const auto& message) { encode_append(out, static_cast<const Msg&>(message)); }, count,
+            deadline);
         if (count == 0) return;
-        finish_send(link_.send(buf, deadline), channel, kind == detail::FrameKind::request, count);
+        finish_send(outcome, channel, kind == detail::FrameKind::request, count);
     }
 
-    detail::SendOutcome write_control(detail::FrameKind kind, std::string_view payload, detail::Deadline deadline) {
-        auto& buf = link_.out_buffer();
-        buf.clear();
-        detail::append_frame(buf, kind, Channel{}, 0.0, payload, link_.max_frame_size());
-        return link_.send(buf, deadline);
-    }
     void send_control(detail::FrameKind kind, std::string_view payload, detail::Deadline deadline) {
-        finish_send(write_control(kind, payload, deadline), Channel{}, false, 0);
+        finish_send(link_.send_control(kind, payload, deadline), Channel{}, false, 0);
     }
 
     Msg receive_until(const Channel& channel, detail::Deadline deadline) {

@@ -52,7 +52,21 @@ protected:
     ~PeerWatch() = default;
 };
 
-/// Outcome of Link::send.
+/// Receives the data frames Link::drain parses, in order. The views die with
+/// the call: copy what you keep (or move from `frame.owned`, a large frame's
+/// own buffer). The messenger implements it over its queue.
+class FrameSink {
+public:
+    virtual void on_frame(const FrameView& frame) = 0;
+
+protected:
+    FrameSink() = default;
+    FrameSink(const FrameSink&) = default;
+    FrameSink& operator=(const FrameSink&) = default;
+    ~FrameSink() = default;
+};
+
+/// Outcome of Link::send_frame.
 enum class SendOutcome {
     sent,                // every byte is in the socket
     timed_out,           // deadline passed before any byte was written: nothing sent
@@ -84,28 +98,59 @@ public:
     /// least once a second to look at it. Throws SystemError.
     void set_watch(PeerWatch* watch);
 
-    /// Writes whole frames. Blocks until written (deadline nullopt) or the
-    /// deadline passes. Raises the peer-closed exception if the peer is gone;
-    /// never SIGPIPE.
-    [[nodiscard]] SendOutcome send(std::string_view frames, Deadline deadline);
+    /// Sends one frame of `kind` on `channel` with `priority`: the header,
+    /// then the payload that encode(out, gather) appends to `out` (its large
+    /// runs left in place and listed in `gather`). A data, request or reply
+    /// payload from the slot threshold on goes through a payload slot when
+    /// one is free. Blocks until written (deadline nullopt) or the deadline
+    /// passes; a closed peer is an outcome, never SIGPIPE. Throws
+    /// ProtocolError if the frame exceeds the maximum frame size (nothing
+    /// sent), SystemError, and what encode throws.
+    template <class Encode>
+    [[nodiscard]] SendOutcome send_frame(FrameKind kind, const Channel& channel, double priority, Encode&& encode,
+                                         Deadline deadline) {
+        out_.clear();
+        gather_.clear();
+        const std::size_t start = begin_frame(out_, kind, channel, priority);
+        const std::size_t payload_start = out_.size();
+        encode(out_, gather_);
+        return send_begun_frame(kind, start, payload_start, deadline);
+    }
 
-    /// Sends the one frame begun at `start` in out_buffer(), whose payload is
-    /// the buffer's bytes from `payload_start` with gather()'s runs inserted:
-    /// through a shared-memory slot when it is large and a slot is free, else
-    /// with one gathering send. Finishes the frame header (ProtocolError if it
-    /// exceeds the maximum frame size). Blocks like send().
-    [[nodiscard]] SendOutcome send_message(std::size_t start, std::size_t payload_start, Deadline deadline);
+    /// The batch form: one frame of `kind` on `channel` per element of
+    /// `items`, with priority_of(item) and the payload encode(out, item)
+    /// appends, all written with one system call. `count` receives the
+    /// number of frames (none: nothing is sent). Blocks and throws like
+    /// send_frame (an oversized frame: nothing of the batch is sent).
+    template <class Range, class PriorityOf, class Encode>
+    [[nodiscard]] SendOutcome send_frames(FrameKind kind, const Channel& channel, const Range& items,
+                                          PriorityOf&& priority_of, Encode&& encode, std::size_t& count,
+                                          Deadline deadline) {
+        out_.clear();
+        count = 0;
+        for (const auto& item : items) {
+            const std::size_t start = begin_frame(out_, kind, channel, priority_of(item));
+            encode(out_, item);
+            finish_frame(out_, start, max_frame_size());
+            ++count;
+        }
+        if (count == 0) return SendOutcome::sent;
+        return write(out_, deadline);
+    }
 
-    /// A data frame handed out by drain(); copy what you need, the views die
-    /// with the call.
-    using Sink = void (*)(void* context, const FrameView& frame);
+    /// A control frame (error, close: no channel, priority 0) with `payload`.
+    /// Blocks and throws like send_frame.
+    [[nodiscard]] SendOutcome send_control(FrameKind kind, std::string_view payload, Deadline deadline) {
+        return send_frame(
+            kind, Channel{}, 0.0, [payload](std::string& out, Gather&) { out.append(payload); }, deadline);
+    }
 
     /// Never blocks. Reads what is readable now and parses every complete
     /// frame: data frames go to `sink` in order; an error or close frame is
     /// raised (ProtocolError, the remote exception, ResourceRequestedClose)
     /// after the frames before it were delivered, and the frames after it stay
     /// buffered for the next call. Returns the number of data frames delivered.
-    std::size_t drain(Sink sink, void* context);
+    std::size_t drain(FrameSink& sink);
 
     /// Blocks until more may be readable, the peer died, or the deadline.
     /// False on deadline. Call drain() and peer_gone() after it.
@@ -137,14 +182,17 @@ public:
     /// blocked writing to us can go on (used while joining a worker). Never blocks.
     void buffer_incoming();
 
-    /// Scratch buffer for encoding outgoing frames (reused to avoid allocation).
-    [[nodiscard]] std::string& out_buffer() noexcept { return out_; }
-    /// Large runs of the message being encoded into out_buffer().
-    [[nodiscard]] Gather& gather() noexcept { return gather_; }
     /// Bytes of shared memory mapped for outgoing payloads (inspection, tests).
     [[nodiscard]] std::size_t shared_memory_mapped() const noexcept { return slots_out_.mapped_bytes(); }
 
 private:
+    // Writes whole frames (the hello, a batch). Blocks like send_frame.
+    SendOutcome write(std::string_view frames, Deadline deadline);
+    // Sends the one frame begun at `start` in out_, whose payload is out_'s
+    // bytes from `payload_start` with gather_'s runs inserted: through a
+    // payload slot when it is a large data frame and a slot is free, else
+    // with one gathering send. Finishes the frame header.
+    SendOutcome send_begun_frame(FrameKind kind, std::size_t start, std::size_t payload_start, Deadline deadline);
     void handle_hello(const FrameView& frame);
     // Writes the segments in order (consuming them); returns how many bytes
     // were written before the deadline. Sets `closed` (and stops) if the
@@ -158,8 +206,8 @@ private:
     // runs in their places, in order (empty pieces included).
     template <class F>
     void for_each_piece(std::size_t from, F&& piece) const;
-    // A frame whose payload is in a shared-memory slot, as the sink sees it.
-    void deliver_from_slot(Sink sink, void* context, const FrameView& frame);
+    // A frame whose payload is in a payload slot, as the sink sees it.
+    void deliver_from_slot(FrameSink& sink, const FrameView& frame);
 
     UniqueFd fd_;
     UniqueFd side_;  // SOCK_SEQPACKET: slots' memfds, one per datagram (see payload_slots.hpp)
