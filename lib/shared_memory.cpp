@@ -117,6 +117,15 @@ void put(SharedStore& s, std::string_view key, std::string_view bytes) {
     values.emplace(shm_string(s, key), ShmBytes(bytes.begin(), bytes.end(), s.segment->get_segment_manager()));
 }
 
+// The part every keyed access shares: under the store lock, f(values, it)
+// with `it` the entry of encoded key `k`, or values.end().
+template <class F>
+auto with_entry(SharedStore& s, std::string_view k, F&& f) {
+    const StoreGuard guard(s);
+    auto& values = *s.header->values;
+    return f(values, values.find(k));
+}
+
 }  // namespace
 }  // namespace detail
 
@@ -169,53 +178,45 @@ void SharedMemory::ensure_prepared() const {
     s.header->prepared.store(1, std::memory_order_release);
 }
 
-std::optional<std::string> SharedMemory::get_bytes(std::string_view key) const {
+std::string SharedMemory::prepared_key(std::string_view key) const {
     ensure_prepared();
-    const std::string k = key_of(key);
-    detail::StoreGuard guard(*store_);
-    auto& values = *store_->header->values;
-    auto it = values.find(std::string_view(k));
-    if (it == values.end()) return std::nullopt;
-    return std::string(it->second.data(), it->second.size());
+    return key_of(key);
+}
+
+std::optional<std::string> SharedMemory::get_bytes(std::string_view key) const {
+    return detail::with_entry(*store_, prepared_key(key), [](auto& values, auto it) -> std::optional<std::string> {
+        if (it == values.end()) return std::nullopt;
+        return std::string(it->second.data(), it->second.size());
+    });
 }
 
 void SharedMemory::set_bytes(std::string_view key, std::string_view bytes) {
-    ensure_prepared();
-    const std::string k = key_of(key);
+    const std::string k = prepared_key(key);
     detail::StoreGuard guard(*store_);
     detail::with_capacity_check([&] { detail::put(*store_, k, bytes); });
 }
 
 void SharedMemory::update_bytes(std::string_view key,
                                 const std::function<std::string(std::optional<std::string_view>)>& fn) {
-    ensure_prepared();
-    const std::string k = key_of(key);
-    detail::StoreGuard guard(*store_);
-    auto& values = *store_->header->values;
-    auto it = values.find(std::string_view(k));
-    std::optional<std::string_view> current;
-    if (it != values.end()) current = std::string_view(it->second.data(), it->second.size());
-    const std::string next = fn(current);  // user code: if it throws, nothing changed
-    detail::with_capacity_check([&] { detail::put(*store_, k, next); });
+    const std::string k = prepared_key(key);
+    detail::with_entry(*store_, k, [&](auto& values, auto it) {
+        std::optional<std::string_view> current;
+        if (it != values.end()) current = std::string_view(it->second.data(), it->second.size());
+        const std::string next = fn(current);  // user code: if it throws, nothing changed
+        detail::with_capacity_check([&] { detail::put(*store_, k, next); });
+    });
 }
 
 bool SharedMemory::contains(std::string_view key) const {
-    ensure_prepared();
-    const std::string k = key_of(key);
-    detail::StoreGuard guard(*store_);
-    auto& values = *store_->header->values;
-    return values.find(std::string_view(k)) != values.end();
+    return detail::with_entry(*store_, prepared_key(key), [](auto& values, auto it) { return it != values.end(); });
 }
 
 bool SharedMemory::erase(std::string_view key) {
-    ensure_prepared();
-    const std::string k = key_of(key);
-    detail::StoreGuard guard(*store_);
-    auto& values = *store_->header->values;
-    auto it = values.find(std::string_view(k));
-    if (it == values.end()) return false;
-    values.erase(it);
-    return true;
+    return detail::with_entry(*store_, prepared_key(key), [](auto& values, auto it) {
+        if (it == values.end()) return false;
+        values.erase(it);
+        return true;
+    });
 }
 
 std::vector<std::string> SharedMemory::keys() const {

@@ -17,6 +17,10 @@
 #include <variant>
 
 namespace coproc {
+
+/// The priority of a message that has none: +inf, the back of the queue.
+inline constexpr double no_priority = std::numeric_limits<double>::infinity();
+
 namespace detail {
 
 void coproc_priority() = delete;  // poison pill: only ADL finds the customization point
@@ -60,7 +64,7 @@ template <class T>
     } else if constexpr (detail::is_variant<T>::value) {
         return std::visit([](const auto& alternative) { return message_priority(alternative); }, message);
     } else {
-        return std::numeric_limits<double>::infinity();
+        return no_priority;
     }
 }
 

@@ -29,6 +29,7 @@
 
 #include "coproc/channel.hpp"
 #include "coproc/detail/channel_map.hpp"
+#include "coproc/priority.hpp"
 
 namespace coproc {
 
@@ -105,8 +106,6 @@ private:
 };
 }  // namespace detail
 
-inline constexpr double no_priority = std::numeric_limits<double>::infinity();
-
 /// FIFO queue of one channel's items, ordered by priority then arrival.
 template <class T>
 class PriorityQueue {
@@ -180,18 +179,13 @@ void consume_front(Q* q, std::size_t n, F&& f) {
 }
 }  // namespace detail
 
-/// One FIFO queue per channel.
-template <class T>
-class MultiQueue {
+namespace detail {
+/// What MultiQueue and PriorityMultiQueue share: per channel one `PerChannel`
+/// queue (a Ring or a PriorityQueue) with front(), pop_front(), size() and
+/// empty(); they differ only in how items go in.
+template <class T, class PerChannel>
+class ChannelQueues {
 public:
-    static constexpr std::string_view type_name = "MultiQueue";
-    static constexpr bool uses_priority = false;
-
-    void put(T item, const Channel& channel = {}) { queues_.slot(channel).push_back(std::move(item)); }
-    /// Same as put(item, channel): a MultiQueue ignores priorities.
-    void put(T item, double /*priority*/, const Channel& channel) { put(std::move(item), channel); }
-    /// Adds a default-constructed item and returns it, to be filled in place.
-    T& emplace(double /*priority*/, const Channel& channel) { return queues_.slot(channel).emplace_back(); }
     /// Throws std::out_of_range if the channel is empty.
     T get(const Channel& channel = {}) {
         auto& q = nonempty(channel);
@@ -204,11 +198,11 @@ public:
     /// Removes the channel's first item. Throws std::out_of_range if the channel is empty.
     void pop(const Channel& channel = {}) { nonempty(channel).pop_front(); }
     /// Calls f(item) for each of the channel's first `n` items (at most its
-    /// size), in order, removing each after its call, even if f throws. One
-    /// channel lookup for all of them.
+    /// size), in queue order, removing each after its call, even if f
+    /// throws. One channel lookup for all of them.
     template <class F>
     void consume(const Channel& channel, std::size_t n, F&& f) {
-        detail::consume_front(queues_.find(channel), n, std::forward<F>(f));
+        consume_front(queues_.find(channel), n, std::forward<F>(f));
     }
     [[nodiscard]] std::size_t size(const Channel& channel = {}) const { return queues_.size(channel); }
     [[nodiscard]] bool empty(const Channel& channel = {}) const { return size(channel) == 0; }
@@ -220,53 +214,42 @@ public:
         queues_.for_each_channel(std::forward<F>(f));
     }
 
-private:
-    detail::Ring<T>& nonempty(const Channel& channel) {
+protected:
+    PerChannel& nonempty(const Channel& channel) {
         auto* q = queues_.find(channel);
         if (q == nullptr || q->empty()) throw std::out_of_range("Cannot pop from empty queue");
         return *q;
     }
-    detail::ChannelMap<detail::Ring<T>> queues_;
+    ChannelMap<PerChannel> queues_;
+};
+}  // namespace detail
+
+/// One FIFO queue per channel.
+template <class T>
+class MultiQueue : public detail::ChannelQueues<T, detail::Ring<T>> {
+public:
+    static constexpr std::string_view type_name = "MultiQueue";
+    static constexpr bool uses_priority = false;
+
+    void put(T item, const Channel& channel = {}) { this->queues_.slot(channel).push_back(std::move(item)); }
+    /// Same as put(item, channel): a MultiQueue ignores priorities.
+    void put(T item, double /*priority*/, const Channel& channel) { put(std::move(item), channel); }
+    /// Adds a default-constructed item and returns it, to be filled in place.
+    T& emplace(double /*priority*/, const Channel& channel) { return this->queues_.slot(channel).emplace_back(); }
 };
 
-/// One PriorityQueue per channel.
+/// One PriorityQueue per channel: lowest priority first, FIFO among equals.
 template <class T>
-class PriorityMultiQueue {
+class PriorityMultiQueue : public detail::ChannelQueues<T, PriorityQueue<T>> {
 public:
     static constexpr std::string_view type_name = "PriorityMultiQueue";
     static constexpr bool uses_priority = true;
 
     void put(T item, double priority, const Channel& channel = {}) {
-        queues_.slot(channel).put(std::move(item), priority);
+        this->queues_.slot(channel).put(std::move(item), priority);
     }
     /// Adds a default-constructed item and returns it, to be filled in place.
-    T& emplace(double priority, const Channel& channel) { return queues_.slot(channel).emplace(priority); }
-    /// Throws std::out_of_range if the channel is empty.
-    T get(const Channel& channel = {}) { return queue_of(channel).get(); }
-    /// The channel's first item. Throws std::out_of_range if the channel is empty.
-    [[nodiscard]] T& front(const Channel& channel = {}) { return queue_of(channel).front(); }
-    /// Removes the channel's first item. Throws std::out_of_range if the channel is empty.
-    void pop(const Channel& channel = {}) { queue_of(channel).pop(); }
-    /// As MultiQueue::consume, in priority order.
-    template <class F>
-    void consume(const Channel& channel, std::size_t n, F&& f) {
-        detail::consume_front(queues_.find(channel), n, std::forward<F>(f));
-    }
-    [[nodiscard]] std::size_t size(const Channel& channel = {}) const { return queues_.size(channel); }
-    [[nodiscard]] bool empty(const Channel& channel = {}) const { return size(channel) == 0; }
-    [[nodiscard]] std::size_t total_size() const { return queues_.total_size(); }
-    template <class F>
-    void for_each_channel(F&& f) const {
-        queues_.for_each_channel(std::forward<F>(f));
-    }
-
-private:
-    PriorityQueue<T>& queue_of(const Channel& channel) {
-        auto* q = queues_.find(channel);
-        if (q == nullptr) throw std::out_of_range("Cannot pop from empty queue");
-        return *q;
-    }
-    detail::ChannelMap<PriorityQueue<T>> queues_;
+    T& emplace(double priority, const Channel& channel) { return this->queues_.slot(channel).emplace(priority); }
 };
 
 namespace detail {

@@ -173,6 +173,8 @@ private:
     void update_bytes(std::string_view key, const std::function<std::string(std::optional<std::string_view>)>& fn);
     [[nodiscard]] std::string key_of(std::string_view key) const;
     void ensure_prepared() const;
+    // ensure_prepared(), then key_of(key): the start of every keyed access.
+    [[nodiscard]] std::string prepared_key(std::string_view key) const;
 
     std::shared_ptr<detail::SharedStore> store_;
     std::string prefix_;  // encodes the component path
