@@ -44,7 +44,7 @@ void check_channels(const Channels& channels, bool allow_empty_name) {
     for (const auto& c : channels.names()) {
         if (c.empty() && !allow_empty_name) throw std::invalid_argument("coproc::Bus: empty channel name");
         // A loop, not find(): names are short, and memchr's setup costs more
-        // than the scan (10 ns of a put() here).
+        // than the scan.
         if (std::any_of(c.begin(), c.end(), [](char ch) { return ch == ' '; }))
             throw std::invalid_argument("coproc::Bus: channel names cannot contain a space: '" + c + "'");
     }
@@ -69,7 +69,7 @@ std::shared_ptr<zmq::context_t> process_context() {
 // Guards the hand-over between put() and the publisher's thread, whose
 // critical sections are an append of one frame or a swap of two buffers.
 // Unlocking is a plain store: std::mutex's unlock is a second locked
-// instruction, ~12 ns on this VM, as much as the append. A waiter spins a
+// instruction, which costs as much as the append. A waiter spins a
 // little, then yields the CPU, so a holder that lost its CPU gets it back.
 // Not for long critical sections, nor for waiting on a condition.
 class SpinLock {
@@ -276,8 +276,8 @@ void Publisher::put_json(const Channels& channels, const Json& message) {
         ((message.is_object() || message.is_array()) && message.empty()))
         throw std::invalid_argument("coproc::Bus: empty message");
     // Serialised once, outside the lock, into this thread's reused buffer.
-    // initial-exec: a %fs-relative access instead of a __tls_get_addr call
-    // (7 ns of a ~25 ns put() here); libcoproc's static TLS is this string.
+    // initial-exec: a %fs-relative access instead of a __tls_get_addr call,
+    // a sizeable part of a small put(); libcoproc's static TLS is this string.
     [[gnu::tls_model("initial-exec")]] thread_local std::string text;
     text.clear();
     detail::append_python_json(text, message);
@@ -420,8 +420,7 @@ struct SubscriberState {
     // The next message into `out` (empty on entry): waits at most `timeout`
     // (Clock::duration::max(): forever; a duration, not an optional, which
     // the caller would build with a byte store the call then reads back as
-    // a word: a store-forwarding stall, 10 ns of a get() here); `out` stays
-    // empty if nothing came.
+    // a word: a store-forwarding stall); `out` stays empty if nothing came.
     void next(Clock::duration timeout, std::optional<BusMessage>& out) {
         if (!stash.empty()) {
             out.emplace(std::move(stash.front()));
@@ -429,8 +428,9 @@ struct SubscriberState {
             return;
         }
         // Frames already there are read without a clock read: a subscriber
-        // that keeps up with a stream rarely waits, and each clock read costs
-        // ~27 ns here (kvm-clock), half of parsing {"n": 12345} (~60 ns).
+        // that keeps up with a stream rarely waits, and a clock read (a
+        // system call under some hypervisors' clocks) costs as much as
+        // parsing a small message.
         bool got_frame = true;
         while (got_frame) {
             if (read_one(0, got_frame, out)) return;

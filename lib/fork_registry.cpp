@@ -82,9 +82,8 @@ private:
 
 // Leaked: children and late destructors may still use them. One object in
 // one page, so a forked child that unlocks and updates both writes one heap
-// page (each is a copy-on-write fault there). A 1 KiB block of its own: in a
-// start + join loop the host then wrote 9-10 pages per cycle, not 11-13 as
-// with 256-byte alignment (measured; heap layout decides which share a page).
+// page (each is a copy-on-write fault there). A 1 KiB block of its own, so
+// no other heap object shares its page and is written alongside it.
 struct alignas(1024) Registries {
     ProcessList<int> fds;
     ProcessList<DontforkRange> ranges;

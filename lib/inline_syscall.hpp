@@ -2,8 +2,8 @@
 // for the code a freshly forked worker runs first. Private to the library.
 //
 // Why: fork does not copy the page tables of file mappings, so every page of
-// libc's code a new worker runs is a page fault (12-30 us each on the VMs we
-// measure on). The child's start-up called wrappers on several libc pages
+// libc's code a new worker runs is a page fault, dear on virtual machines
+// (bench_ipc's spawn figures show the whole start). The child's start-up called wrappers on several libc pages
 // (sigaction, sigemptyset, pthread_sigmask, close, prctl, then send, recv and
 // poll for its first messages); inline, the calls run from the libcoproc
 // page that is running anyway.

@@ -258,9 +258,9 @@ private:
         return elements('}', [&] {
             if (p_ == end_ || *p_ != '"') return false;
             // Room for a few members at once: growing 1, 2, 4 costs a
-            // 4-member object three allocations and the moves between them
-            // (216 -> 156 ns); the slack is at most three members of a
-            // message that lives briefly.
+            // 4-member object three allocations and the moves between them;
+            // the slack is at most three members of a message that lives
+            // briefly.
             if (members.empty()) members.reserve(4);
             key.clear();
             if (!string(key)) return false;
