@@ -51,9 +51,9 @@ std::string endpoint(const std::string& kind) {
 
 // What the raw baselines do with each message.
 enum class RawWork {
-    none,          // send a pre-built frame, receive the bytes and never look at them
-    nlohmann,      // what a cppzmq user writes: dump() per send, parse() per receive
-    coproc_json,   // coproc's JSON writer and parser, and nothing else of the bus
+    none,         // send a pre-built frame, receive the bytes and never look at them
+    nlohmann,     // what a cppzmq user writes: dump() per send, parse() per receive
+    coproc_json,  // coproc's JSON writer and parser, and nothing else of the bus
 };
 
 void BM_raw_pubsub(benchmark::State& state, const std::string& kind, RawWork work) {

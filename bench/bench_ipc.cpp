@@ -33,7 +33,7 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr std::size_t stream_batch = 10'000;  // messages per timed iteration in stream benchmarks
-using Chunk = std::array<char, 64>;            // a 64-byte message
+using Chunk = std::array<char, 64>;           // a 64-byte message
 
 // ---------------------------------------------------------------- raw baselines
 
@@ -362,7 +362,8 @@ namespace bip = boost::interprocess;
 
 struct QueuePair {
     std::string to, from;
-    QueuePair() : to("coproc_bench_to_" + std::to_string(::getpid())), from("coproc_bench_from_" + std::to_string(::getpid())) {
+    QueuePair()
+        : to("coproc_bench_to_" + std::to_string(::getpid())), from("coproc_bench_from_" + std::to_string(::getpid())) {
         bip::message_queue::remove(to.c_str());
         bip::message_queue::remove(from.c_str());
     }

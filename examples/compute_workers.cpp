@@ -67,12 +67,14 @@ int main() {
             w.messenger().send_norequest(Task{0, -1, 0}, GO);
         }
         for (auto& w : pool)
-            for (auto& msg : w.messenger().receive_remaining(coproc::Channel{}, 10s)) results.push_back(std::get<Result>(msg));
+            for (auto& msg : w.messenger().receive_remaining(coproc::Channel{}, 10s))
+                results.push_back(std::get<Result>(msg));
     }  // each worker: close request, exit 0, reaped
 
     std::sort(results.begin(), results.end(), [](const Result& a, const Result& b) { return a.id < b.id; });
     for (const auto& r : results)
-        fmt::print("job {:2} ({}) served {} by its worker: fib = {}\n", r.id, r.id % 5 == 4 ? "urgent    " : "background",
+        fmt::print("job {:2} ({}) served {} by its worker: fib = {}\n", r.id,
+                   r.id % 5 == 4 ? "urgent    " : "background",
                    r.served == 0 ? "first" : fmt::format("#{}", r.served + 1), r.value);
     const bool urgent_first =
         std::all_of(results.begin(), results.end(), [](const Result& r) { return (r.id % 5 == 4) == (r.served == 0); });

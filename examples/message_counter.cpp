@@ -42,7 +42,8 @@ void run(const char* title, Target target, coproc::SharedMemory shared) {
     workers.reserve(3);
     for (int i = 0; i < 3; ++i) workers.emplace_back(target, shared);
     // 30 messages spread over the workers, then ask each for the count.
-    for (int i = 0; i < 30; ++i) workers[static_cast<std::size_t>(i % 3)].messenger().send_norequest(fmt::format("message {}", i));
+    for (int i = 0; i < 30; ++i)
+        workers[static_cast<std::size_t>(i % 3)].messenger().send_norequest(fmt::format("message {}", i));
     for (auto& w : workers) {
         w.messenger().send_request("count");
         (void)w.messenger().receive_blocking(5s);  // each worker has processed its share

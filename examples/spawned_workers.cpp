@@ -31,9 +31,8 @@ int main() {
             long sum = 0;
             for (const long sq : worker.messenger().receive_remaining(coproc::Channel{}, 10s)) sum += sq;
             const coproc::ExitStatus status = worker.join(10s);
-            lines[static_cast<std::size_t>(t)] =
-                fmt::format("thread {}: squares of {}..{} sum to {}; the worker {}", t, 1 + 10 * t, 10 + 10 * t, sum,
-                            status.describe());
+            lines[static_cast<std::size_t>(t)] = fmt::format("thread {}: squares of {}..{} sum to {}; the worker {}", t,
+                                                             1 + 10 * t, 10 + 10 * t, sum, status.describe());
         });
     }
     for (auto& c : clients) c.join();

@@ -26,7 +26,7 @@ void voter(Messenger&, int id, const std::string& questions, const std::string& 
     auto outbox = coproc::Bus(answers).publish(/*bind=*/false);
     outbox.start();
     outbox.wait_for_subscribers(voters + 1, 10s);  // the group listens to every answer channel
-    inbox.wait_ready(10s);                          // the group can reach us
+    inbox.wait_ready(10s);                         // the group can reach us
     auto question = inbox.get(10s);
     if (!question) return;
     const auto& choices = question->message["options"];

@@ -100,7 +100,6 @@ private:
 
 }  // namespace
 
-
 // ------------------------------------------------------------------ publisher
 
 struct PublisherState {
@@ -267,7 +266,7 @@ void Publisher::start() {
     }
     s.running = true;
     s.thread = std::thread([&s] { s.run(); });  // the socket moves to this thread (thread start is a full barrier)
-    s.notify();  // send what was put before start()
+    s.notify();                                 // send what was put before start()
 }
 
 void Publisher::put_json(const Channels& channels, const Json& message) {

@@ -90,8 +90,8 @@ bool pidfd_supported() {
     return supported;
 }
 
-std::unique_ptr<ChildProcess> ChildProcess::fork(int channel_fd, int side_fd, int parent_death_signal,
-                                                 ChildBody body, void* context) {
+std::unique_ptr<ChildProcess> ChildProcess::fork(int channel_fd, int side_fd, int parent_death_signal, ChildBody body,
+                                                 void* context) {
     // Everything the child needs is prepared before fork.
     auto [exit_read, exit_write] = exit_pipe();
     std::fflush(nullptr);  // or buffered output would be written twice
@@ -180,8 +180,8 @@ std::optional<ExitStatus> ChildProcess::wait(Deadline deadline, Input* input) {
         const int extra = input != nullptr ? input->fd() : -1;
         // An exit pipe stays open while a grandchild the worker forked holds
         // its write end: without a pidfd, reap-poll at least every 100 ms.
-        const unsigned ready =
-            wait_readable(exit_fd_.get(), extra, is_pidfd_ ? deadline : at_most(deadline, std::chrono::milliseconds(100)));
+        const unsigned ready = wait_readable(exit_fd_.get(), extra,
+                                             is_pidfd_ ? deadline : at_most(deadline, std::chrono::milliseconds(100)));
         if (ready == ready_none) {
             if (deadline && Clock::now() >= *deadline) return std::nullopt;
             continue;

@@ -25,7 +25,9 @@ WorkerDied::WorkerDied(long pid, ExitStatus status)
     : ChannelClosed(fmt::format("worker {} died: {}", pid, status.describe())), pid_(pid), status_(status) {}
 
 RemoteError::RemoteError(std::string type_name, std::string message)
-    : Error(fmt::format("{}: {}", type_name, message)), type_name_(std::move(type_name)), message_(std::move(message)) {}
+    : Error(fmt::format("{}: {}", type_name, message)),
+      type_name_(std::move(type_name)),
+      message_(std::move(message)) {}
 
 SystemError::SystemError(std::error_code code, const std::string& operation)
     : Error(fmt::format("{}: {}", operation, code.message())), code_(code) {}

@@ -15,7 +15,6 @@
 namespace coproc::detail {
 namespace {
 
-
 void append_le32(std::string& out, std::uint32_t v) {
     char b[4];
     put_le(b, v);
@@ -71,7 +70,9 @@ HelloFrame hello_frame(std::uint64_t fingerprint) noexcept {
     return f;
 }
 
-void mark_slot_frame(std::string& out, std::size_t start) noexcept { out[start + 3] = static_cast<char>(frame_flag_slot); }
+void mark_slot_frame(std::string& out, std::size_t start) noexcept {
+    out[start + 3] = static_cast<char>(frame_flag_slot);
+}
 
 void finish_frame(std::string& out, std::size_t start, std::size_t max_frame_size, std::size_t gathered) {
     const std::size_t body = out.size() - start - frame_header_size + gathered;
@@ -132,9 +133,10 @@ std::optional<FrameView> FrameReader::next() {
         if (large_filled_ < large_.size()) return std::nullopt;
         direct_ = false;
         const std::string_view body = large_.view();
-        return std::optional<FrameView>(std::in_place, large_kind_, large_priority_,
-                                        make_channel(large_chan_kind_, large_chan_int_, body.substr(0, large_name_len_)),
-                                        body.substr(large_name_len_), false, &large_);
+        return std::optional<FrameView>(
+            std::in_place, large_kind_, large_priority_,
+            make_channel(large_chan_kind_, large_chan_int_, body.substr(0, large_name_len_)),
+            body.substr(large_name_len_), false, &large_);
     }
     const std::size_t avail = end_ - begin_;
     if (avail < frame_header_size) return std::nullopt;
@@ -146,8 +148,8 @@ std::optional<FrameView> FrameReader::next() {
     const auto flags = static_cast<unsigned char>(h[3]);
     if (chan_kind > 2 || (flags & ~frame_flag_slot) != 0) throw ProtocolError("coproc: bad frame header");
     const bool in_slot = flags == frame_flag_slot;
-    if (in_slot && kind != static_cast<unsigned char>(FrameKind::data) && kind != static_cast<unsigned char>(FrameKind::request) &&
-        kind != static_cast<unsigned char>(FrameKind::reply))
+    if (in_slot && kind != static_cast<unsigned char>(FrameKind::data) &&
+        kind != static_cast<unsigned char>(FrameKind::request) && kind != static_cast<unsigned char>(FrameKind::reply))
         throw ProtocolError("coproc: shared-memory flag on a control frame");
     const std::uint64_t name_len = get_le<std::uint32_t>(h + 4);
     const std::uint64_t chan_int = get_le<std::uint64_t>(h + 8);
@@ -228,7 +230,7 @@ long FrameReader::fill_impl(int fd, bool block) {
         // block this small comes from malloc's per-thread cache (at most
         // 1032 bytes), so the host's start and join of a worker leave
         // malloc's arena page untouched too.
-        constexpr std::size_t chunk = 64 * 1024;
+        constexpr std::size_t chunk = std::size_t{64} * 1024;
         constexpr std::size_t first_chunk = 1024 - 16;  // malloc's chunk: 1 KiB with its header
         const std::size_t missing = need_ > end_ - begin_ ? need_ - (end_ - begin_) : 0;
         reserve_tail(std::max(missing, filled_once_ ? chunk : first_chunk));

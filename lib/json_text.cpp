@@ -20,7 +20,6 @@ namespace coproc::detail {
 
 namespace {
 
-
 void append_python_float(std::string& out, double d) {
     if (std::isnan(d)) {
         out += "NaN";
@@ -117,7 +116,8 @@ void append_python_string(std::string& out, std::string_view s) {
         }
         const std::size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
         unsigned cp = c & (len == 2 ? 0x1Fu : len == 3 ? 0x0Fu : 0x07u);
-        for (std::size_t k = 1; k < len && i + k < s.size(); ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3Fu);
+        for (std::size_t k = 1; k < len && i + k < s.size(); ++k)
+            cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3Fu);
         if (cp >= 0x10000) {
             cp -= 0x10000;
             append_u_escape(out, 0xD800 + (cp >> 10));
@@ -207,7 +207,6 @@ bool valid_utf8(std::string_view s) noexcept {
     return true;
 }
 
-
 // ---------------------------------------------------------------- parser
 
 namespace {
@@ -229,7 +228,8 @@ private:
         while (p_ != end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
     }
     bool literal(std::string_view word) noexcept {
-        if (static_cast<std::size_t>(end_ - p_) < word.size() || std::memcmp(p_, word.data(), word.size()) != 0) return false;
+        if (static_cast<std::size_t>(end_ - p_) < word.size() || std::memcmp(p_, word.data(), word.size()) != 0)
+            return false;
         p_ += word.size();
         return true;
     }
@@ -269,7 +269,7 @@ private:
             ++p_;
             skip_ws();
             // Duplicate keys: the last value wins, in the first one's place.
-            Json& slot = members.emplace(std::move(key), nullptr).first->second;
+            Json& slot = members.emplace(key, nullptr).first->second;  // ordered_map copies the key
             return value(slot, depth);
         });
     }
@@ -315,10 +315,14 @@ private:
         for (int i = 0; i < 4; ++i) {
             const char c = *p_++;
             v <<= 4;
-            if (c >= '0' && c <= '9') v |= static_cast<unsigned>(c - '0');
-            else if (c >= 'a' && c <= 'f') v |= static_cast<unsigned>(c - 'a' + 10);
-            else if (c >= 'A' && c <= 'F') v |= static_cast<unsigned>(c - 'A' + 10);
-            else return false;
+            if (c >= '0' && c <= '9')
+                v |= static_cast<unsigned>(c - '0');
+            else if (c >= 'a' && c <= 'f')
+                v |= static_cast<unsigned>(c - 'a' + 10);
+            else if (c >= 'A' && c <= 'F')
+                v |= static_cast<unsigned>(c - 'A' + 10);
+            else
+                return false;
         }
         return true;
     }

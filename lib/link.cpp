@@ -21,8 +21,7 @@ LinkPair make_link_pair() {
     return {{std::move(stream.first), std::move(side.first)}, {std::move(stream.second), std::move(side.second)}};
 }
 
-Link::Link(UniqueFd fd, UniqueFd side, std::uint64_t fingerprint, std::size_t max_frame_size,
-           LargePayloadOptions large)
+Link::Link(UniqueFd fd, UniqueFd side, std::uint64_t fingerprint, std::size_t max_frame_size, LargePayloadOptions large)
     : fd_(std::move(fd)),
       side_(std::move(side)),
       reader_(max_frame_size),

@@ -89,8 +89,8 @@ SlotSender& SlotSender::operator=(SlotSender&&) noexcept = default;
 SlotSender::Grant SlotSender::acquire(std::size_t size) noexcept {
     if (broken_) return {};
     const std::size_t need = slot_header_size + size;
-    Slot* best = nullptr;      // the smallest free slot that fits
-    Slot* too_small = nullptr; // else the largest free slot, to grow
+    Slot* best = nullptr;       // the smallest free slot that fits
+    Slot* too_small = nullptr;  // else the largest free slot, to grow
     for (auto& s : slots_) {
         if (s->map == nullptr || s->busy()) continue;
         if (s->mapped >= need) {
@@ -146,8 +146,8 @@ bool SlotSender::send_memfd(const Grant& grant, int side_fd) noexcept {
     const iovec one{id, sizeof id};
     std::size_t n = 0;
     try {
-        slot.memfd_sent = send_some(side_fd, std::span<const iovec>(&one, 1), n, slot.fd.get()) == SendResult::ok &&
-                          n == sizeof id;
+        slot.memfd_sent =
+            send_some(side_fd, std::span<const iovec>(&one, 1), n, slot.fd.get()) == SendResult::ok && n == sizeof id;
     } catch (const SystemError&) {
         // ETOOMANYREFS, ENOBUFS...: not sent
     }

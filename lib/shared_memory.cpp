@@ -241,7 +241,7 @@ SharedMemory::LockGuard SharedMemory::lock(std::string_view name) {
 }
 
 std::optional<SharedMemory::LockGuard> SharedMemory::try_lock_for(std::string_view name,
-                                                                   std::chrono::nanoseconds timeout) {
+                                                                  std::chrono::nanoseconds timeout) {
     ensure_prepared();
     std::string k = prefix_;
     k += 'L';

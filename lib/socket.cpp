@@ -75,7 +75,8 @@ void collect_fds(msghdr& message, FdInbox* inbox) {
     }
     // The kernel dropped descriptors it could not fit: the frames that name
     // them can never be resolved, so the stream is broken.
-    if ((message.msg_flags & MSG_CTRUNC) != 0) throw ProtocolError("coproc: received too many file descriptors at once");
+    if ((message.msg_flags & MSG_CTRUNC) != 0)
+        throw ProtocolError("coproc: received too many file descriptors at once");
 }
 
 long recv_with(int fd, void* buffer, std::size_t size, int flags, FdInbox* inbox) {
@@ -113,7 +114,9 @@ long recv_with(int fd, void* buffer, std::size_t size, int flags, FdInbox* inbox
 long recv_some(int fd, void* buffer, std::size_t size, FdInbox* inbox) {
     return recv_with(fd, buffer, size, MSG_DONTWAIT, inbox);
 }
-long recv_blocking(int fd, void* buffer, std::size_t size, FdInbox* inbox) { return recv_with(fd, buffer, size, 0, inbox); }
+long recv_blocking(int fd, void* buffer, std::size_t size, FdInbox* inbox) {
+    return recv_with(fd, buffer, size, 0, inbox);
+}
 
 void set_receive_timeout(int fd, std::chrono::milliseconds timeout) {
     const auto us = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
@@ -151,7 +154,8 @@ SendResult send_some(int fd, std::span<const iovec> segments, std::size_t& sent,
     if (segments.size() == 1 && attach_fd < 0) {
         // The common case, one buffer and no descriptor: send() costs
         // measurably less than sendmsg() (no msghdr/iovec to copy in).
-        n = retry_eintr(syscalls().send, fd, static_cast<const void*>(segments[0].iov_base), segments[0].iov_len, flags);
+        n = retry_eintr(syscalls().send, fd, static_cast<const void*>(segments[0].iov_base), segments[0].iov_len,
+                        flags);
     } else {
         n = send_message(fd, segments.first(std::min(segments.size(), max_segments)), attach_fd, flags);
     }

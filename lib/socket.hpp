@@ -20,7 +20,6 @@ namespace coproc::detail {
 /// from creation. Throws SystemError.
 [[nodiscard]] FdPair make_socketpair(int type = SOCK_STREAM);
 
-
 /// Readiness bits returned by wait_readable.
 enum : unsigned { ready_none = 0, ready_fd = 1, ready_extra = 2 };
 

@@ -98,12 +98,15 @@ std::unique_ptr<ChildProcess> spawn_process(const std::string& path, const std::
     check_spawn(::posix_spawn_file_actions_adddup2(&fa.object, stream.get(), stream_fd_number), "posix_spawn adddup2");
     check_spawn(::posix_spawn_file_actions_adddup2(&fa.object, side.get(), side_fd_number), "posix_spawn adddup2");
     if (exit_write)
-        check_spawn(::posix_spawn_file_actions_adddup2(&fa.object, exit_write.get(), exit_fd_number), "posix_spawn adddup2");
-    check_spawn(::posix_spawn_file_actions_addclosefrom_np(&fa.object, exit_write ? exit_fd_number + 1 : exit_fd_number),
-             "posix_spawn addclosefrom");
+        check_spawn(::posix_spawn_file_actions_adddup2(&fa.object, exit_write.get(), exit_fd_number),
+                    "posix_spawn adddup2");
+    check_spawn(
+        ::posix_spawn_file_actions_addclosefrom_np(&fa.object, exit_write ? exit_fd_number + 1 : exit_fd_number),
+        "posix_spawn addclosefrom");
     // In the child, before the exec: a relative `path` is found from there.
     if (!working_directory.empty())
-        check_spawn(::posix_spawn_file_actions_addchdir_np(&fa.object, working_directory.c_str()), "posix_spawn addchdir");
+        check_spawn(::posix_spawn_file_actions_addchdir_np(&fa.object, working_directory.c_str()),
+                    "posix_spawn addchdir");
 
     // Default dispositions for every signal (an ignored one would stay
     // ignored across exec) and an empty mask, whatever the host set.
@@ -136,7 +139,7 @@ std::unique_ptr<ChildProcess> spawn_process(const std::string& path, const std::
         if (!replaced) envp.push_back(*e);
     }
     for (const auto& entry : env) envp.push_back(const_cast<char*>(entry.c_str()));  // NOLINT
-    envp.push_back(const_cast<char*>(ours.c_str()));                                  // NOLINT
+    envp.push_back(const_cast<char*>(ours.c_str()));                                 // NOLINT
     envp.push_back(nullptr);
 
     pid_t pid = -1;
@@ -154,8 +157,8 @@ std::unique_ptr<ChildProcess> spawn_process(const std::string& path, const std::
 SpawnedChannel spawned_channel() {
     const char* value = std::getenv(std::string(env_name).c_str());
     if (value == nullptr)
-        throw SpawnError(fmt::format("coproc: this program was not started by a coproc::WorkerResource ({} is not set)",
-                                     env_name));
+        throw SpawnError(
+            fmt::format("coproc: this program was not started by a coproc::WorkerResource ({} is not set)", env_name));
     const auto malformed = [value] { return SpawnError(fmt::format("coproc: malformed {}='{}'", env_name, value)); };
     int version = 0, host = 0, death_signal = 0, exit_fd = -1, used = 0;
     if (std::sscanf(value, "%d:%d:%d:%d%n", &version, &host, &death_signal, &exit_fd, &used) != 4 || version != 1 ||
@@ -174,7 +177,8 @@ SpawnedChannel spawned_channel() {
     for (const int fd : {stream_fd_number, side_fd_number}) {
         struct stat st {};
         if (::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
-            throw SpawnError(fmt::format("coproc: fd {} is not the worker's socket ({} set, but no link)", fd, env_name));
+            throw SpawnError(
+                fmt::format("coproc: fd {} is not the worker's socket ({} set, but no link)", fd, env_name));
     }
     // The parent-death signal survives exec, but posix_spawn cannot set it:
     // we do, then check the host did not die before (nobody would signal us).

@@ -18,7 +18,9 @@ long real_recvmsg(int fd, msghdr* message, int flags) { return sys::with_errno(s
 long real_send(int fd, const void* data, std::size_t size, int flags) {
     return sys::with_errno(sys::send(fd, data, size, flags));
 }
-long real_sendmsg(int fd, const msghdr* message, int flags) { return sys::with_errno(sys::sendmsg(fd, message, flags)); }
+long real_sendmsg(int fd, const msghdr* message, int flags) {
+    return sys::with_errno(sys::sendmsg(fd, message, flags));
+}
 int real_poll(pollfd* fds, unsigned long count, int timeout_ms) {
     return static_cast<int>(sys::with_errno(sys::poll(fds, count, timeout_ms)));
 }

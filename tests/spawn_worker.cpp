@@ -47,9 +47,9 @@ std::string report() {
     }
     int death_signal = 0;
     (void)::prctl(PR_GET_PDEATHSIG, &death_signal);
-    return fmt::format("fds={} env={} usr1={} mask={} pdeathsig={}", fds,
-                       std::getenv("COPROC_WORKER") != nullptr ? "set" : "unset",
-                       usr1.sa_handler == SIG_DFL ? "default" : "changed", empty_mask ? "empty" : "blocked", death_signal);
+    return fmt::format(
+        "fds={} env={} usr1={} mask={} pdeathsig={}", fds, std::getenv("COPROC_WORKER") != nullptr ? "set" : "unset",
+        usr1.sa_handler == SIG_DFL ? "default" : "changed", empty_mask ? "empty" : "blocked", death_signal);
 }
 
 }  // namespace
@@ -82,7 +82,8 @@ int main(int argc, char** argv) {
             (void)!::getcwd(cwd, sizeof cwd);
             const char* var = std::getenv("COPROC_TEST_VAR");
             const char* home = std::getenv("HOME");
-            m.send_norequest(fmt::format("{} {} {}", cwd, var != nullptr ? var : "unset", home != nullptr ? home : "unset"));
+            m.send_norequest(
+                fmt::format("{} {} {}", cwd, var != nullptr ? var : "unset", home != nullptr ? home : "unset"));
         }
         if (mode == "stdout") {
             std::printf("printed by a spawned worker\n");

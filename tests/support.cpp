@@ -29,9 +29,7 @@ void child_watchdog(unsigned seconds) { ::alarm(seconds); }
 
 bool process_gone(long pid) { return ::kill(static_cast<pid_t>(pid), 0) == -1 && errno == ESRCH; }
 
-bool not_our_child(long pid) {
-    return ::waitpid(static_cast<pid_t>(pid), nullptr, WNOHANG) == -1 && errno == ECHILD;
-}
+bool not_our_child(long pid) { return ::waitpid(static_cast<pid_t>(pid), nullptr, WNOHANG) == -1 && errno == ECHILD; }
 
 bool wait_gone(long pid, std::chrono::milliseconds limit) {
     const auto deadline = std::chrono::steady_clock::now() + limit;

@@ -131,9 +131,9 @@ TEST_CASE("a payload that is not exactly one blob is a ProtocolError", "[blob]")
         return detail::Bytes::copy_of(s);
     };
     CHECK(detail::adopt_blob(payload(5, 5), 0).view() == "xxxxx");
-    CHECK_THROWS_AS(detail::adopt_blob(payload(6, 5), 0), coproc::ProtocolError);            // truncated
-    CHECK_THROWS_AS(detail::adopt_blob(payload(4, 5), 0), coproc::ProtocolError);            // trailing bytes
-    CHECK_THROWS_AS(detail::adopt_blob(payload(~std::uint64_t{0}, 5), 0), coproc::ProtocolError);  // huge
+    CHECK_THROWS_AS(detail::adopt_blob(payload(6, 5), 0), coproc::ProtocolError);                      // truncated
+    CHECK_THROWS_AS(detail::adopt_blob(payload(4, 5), 0), coproc::ProtocolError);                      // trailing bytes
+    CHECK_THROWS_AS(detail::adopt_blob(payload(~std::uint64_t{0}, 5), 0), coproc::ProtocolError);      // huge
     CHECK_THROWS_AS(detail::adopt_blob(detail::Bytes::copy_of("1234567"), 0), coproc::ProtocolError);  // no size
 }
 

@@ -30,7 +30,8 @@ std::string ipc_address(const std::string& name) {
 }
 
 // Everything a subscriber gets within `timeout` per message, until `count`.
-std::vector<coproc::BusMessage> receive(coproc::Subscriber& sub, std::size_t count, std::chrono::milliseconds timeout = 5s) {
+std::vector<coproc::BusMessage> receive(coproc::Subscriber& sub, std::size_t count,
+                                        std::chrono::milliseconds timeout = 5s) {
     std::vector<coproc::BusMessage> out;
     while (out.size() < count) {
         auto m = sub.get(timeout);
@@ -63,7 +64,7 @@ TEST_CASE("shellbot: subscribe rejects empty lists; put validates channels and m
     CHECK_THROWS_AS(pub.put("channel", ""), std::invalid_argument);
     CHECK_THROWS_AS(pub.put_json("channel", Json::object()), std::invalid_argument);
     CHECK_THROWS_AS(pub.put_json("channel", Json::array()), std::invalid_argument);
-    CHECK_NOTHROW(pub.put("channel", 0));      // shellbot refused these; a count of 0 is a message
+    CHECK_NOTHROW(pub.put("channel", 0));  // shellbot refused these; a count of 0 is a message
     CHECK_NOTHROW(pub.put("channel", false));
     CHECK_NOTHROW(pub.put("channel", "message"));
     CHECK_NOTHROW(pub.put(std::vector<std::string>{"channel"}, "message"));
@@ -110,7 +111,8 @@ TEST_CASE("exact framing on the wire: channel_C {\"hello\": \"world\"}", "[bus]"
     std::vector<std::string> frames;
     zmq::message_t msg;
     while (frames.size() < 3 && raw.recv(msg)) frames.push_back(msg.to_string());
-    CHECK(frames == std::vector<std::string>{R"(channel_A "hello")", R"(channel_B "world")", R"(channel_C {"hello": "world"})"});
+    CHECK(frames ==
+          std::vector<std::string>{R"(channel_A "hello")", R"(channel_B "world")", R"(channel_C {"hello": "world"})"});
     pub.stop();
     CHECK(pub.sent() == 3);
 }
@@ -264,7 +266,7 @@ TEST_CASE("bad frames are dropped and counted, never thrown", "[bus]") {
     zmq::message_t subscription;
     REQUIRE(raw.recv(subscription));  // the subscriber is connected
     for (const std::string& frame : {std::string("nospace"), std::string("ch \xff\xfe"), std::string("ch {bad json"),
-                                    std::string("ch ") + std::string(2000, 'x'), std::string("ch \"good\"")})
+                                     std::string("ch ") + std::string(2000, 'x'), std::string("ch \"good\"")})
         raw.send(zmq::buffer(frame));
     auto good = sub.get(5s);
     REQUIRE(good.has_value());
@@ -327,9 +329,10 @@ for _ in range(3):
     char buf[512];
     while (std::fgets(buf, sizeof buf, out) != nullptr) lines += buf;
     CHECK(::pclose(out) == 0);
-    CHECK(lines == "chan exact {\"text\": \"h\u00e9llo w\u00f6rld \u2603 \U0001F600\", \"n\": 1.5}\n"
-                   "chan exact [1, \"\u00fc\", null, false]\n"
-                   "chan exact \"plain\"\n");
+    CHECK(lines ==
+          "chan exact {\"text\": \"h\u00e9llo w\u00f6rld \u2603 \U0001F600\", \"n\": 1.5}\n"
+          "chan exact [1, \"\u00fc\", null, false]\n"
+          "chan exact \"plain\"\n");
 }
 
 TEST_CASE("a Python publisher reaches our subscriber, non-ASCII included", "[bus][python]") {

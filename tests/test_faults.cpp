@@ -183,10 +183,11 @@ TEST_CASE("fault injection: dead workers never hang the host, lose frames, leak 
         else
             run_cycle<coproc::MultiMessenger<int>>(p, tally);
     }
-    fmt::print("fault suite: {} cycles, faults injected: SIGKILL {}, SIGSEGV {}, abort {}, _exit {}; "
-               "hangs {}, wrong statuses {}, lost frames {}, fd leaks {}, zombies {}\n",
-               tally.cycles, tally.per_fault[0], tally.per_fault[1], tally.per_fault[2], tally.per_fault[3],
-               tally.hangs, tally.wrong_status, tally.lost_frames, tally.fd_leaks, tally.zombies);
+    fmt::print(
+        "fault suite: {} cycles, faults injected: SIGKILL {}, SIGSEGV {}, abort {}, _exit {}; "
+        "hangs {}, wrong statuses {}, lost frames {}, fd leaks {}, zombies {}\n",
+        tally.cycles, tally.per_fault[0], tally.per_fault[1], tally.per_fault[2], tally.per_fault[3], tally.hangs,
+        tally.wrong_status, tally.lost_frames, tally.fd_leaks, tally.zombies);
     CHECK(tally.cycles == static_cast<int>(cycles));
     CHECK(tally.hangs == 0);
     CHECK(tally.wrong_status == 0);

@@ -96,7 +96,9 @@ TEST_CASE("garbage headers are a ProtocolError", "[frame]") {
         bytes[3] = 1;
     }
     SECTION("integer with a name length") { bytes[4] = 1; }
-    SECTION("NaN priority") { poke64(bytes, 16, std::bit_cast<std::uint64_t>(std::numeric_limits<double>::quiet_NaN())); }
+    SECTION("NaN priority") {
+        poke64(bytes, 16, std::bit_cast<std::uint64_t>(std::numeric_limits<double>::quiet_NaN()));
+    }
     FrameReader r;
     r.feed(bytes);
     CHECK_THROWS_AS(r.next(), coproc::ProtocolError);
@@ -136,7 +138,8 @@ TEST_CASE("reading on after a large frame is complete keeps the bytes behind it 
     // without reporting end of stream.
     auto sockets = make_socketpair();
     const std::string large(direct_read_threshold + 1000, 'L');
-    const std::string bytes = frame(FrameKind::data, Channel{1}, 0.0, large) + frame(FrameKind::data, Channel{2}, 0.0, "small");
+    const std::string bytes =
+        frame(FrameKind::data, Channel{1}, 0.0, large) + frame(FrameKind::data, Channel{2}, 0.0, "small");
     std::size_t off = 0;
     FrameReader r;
     std::optional<FrameView> first;
@@ -171,7 +174,7 @@ TEST_CASE("a reader starts with a small buffer and grows once a read fills it", 
     FrameReader r;
     const long first = r.fill(sockets.second.get());
     CHECK(first > 0);
-    CHECK(first <= 1024);         // the small first buffer
+    CHECK(first <= 1024);              // the small first buffer
     CHECK_FALSE(r.last_fill_short());  // it filled the buffer: more is waiting
     int next = 0;
     while (auto f = r.next()) CHECK(f->channel == Channel{next++});

@@ -173,7 +173,8 @@ TEST_CASE("channels: integers, strings and none are separate queues and counters
     CHECK(host.remaining("one") == 0);
     CHECK(host.remaining(1) == 1);
     CHECK(fmt::format("{}", host.request_ctr()) ==
-          "RequestCtr(requests={1: 1, 'one': 1}, replies={'one': 1}, sent={None: 1, 1: 1, 'one': 1}, received={'one': 1})");
+          "RequestCtr(requests={1: 1, 'one': 1}, replies={'one': 1}, sent={None: 1, 1: 1, 'one': 1}, received={'one': "
+          "1})");
 }
 
 TEST_CASE("priority: lower first, none last, FIFO ties, per channel, every way of declaring it", "[messenger]") {
@@ -360,7 +361,8 @@ TEST_CASE("a message type mismatch is a clear ProtocolError", "[messenger]") {
 TEST_CASE("garbage and oversized frames from the peer are ProtocolErrors", "[messenger]") {
     auto sockets = coproc::detail::make_socketpair();
     coproc::MultiMessenger<std::string> m(std::move(sockets.first), coproc::MessengerOptions{.max_frame_size = 1024});
-    coproc::MultiMessenger<std::string> peer(std::move(sockets.second), coproc::MessengerOptions{.max_frame_size = 1 << 20});
+    coproc::MultiMessenger<std::string> peer(std::move(sockets.second),
+                                             coproc::MessengerOptions{.max_frame_size = 1 << 20});
     SECTION("oversized") {
         peer.send_norequest(std::string(2000, 'x'));
         CHECK_THROWS_AS(m.receive_blocking(1s), coproc::ProtocolError);

@@ -62,7 +62,8 @@ int open_slot_fds() {
 
 TEST_CASE("large messages arrive intact through shared memory, both ways", "[payload_slots]") {
     auto [worker, host] = coproc::PriorityMessenger<std::string>::new_pair(small_threshold());
-    for (const std::size_t size : {std::size_t{4096}, std::size_t{100'000}, std::size_t{3} << 20, std::size_t{50'000}}) {
+    for (const std::size_t size :
+         {std::size_t{4096}, std::size_t{100'000}, std::size_t{3} << 20, std::size_t{50'000}}) {
         const std::string a = pattern(size, 1);
         host.send_request(a, Channel{"big"});
         CHECK(worker.receive_blocking(Channel{"big"}, 5s) == a);
@@ -123,7 +124,8 @@ TEST_CASE("messages not yet popped keep their slots; past the limit the socket c
 
 TEST_CASE("slots grow for bigger messages and stay correct for smaller ones", "[payload_slots]") {
     auto [worker, host] = coproc::MultiMessenger<std::string>::new_pair(small_threshold());
-    for (const std::size_t size : {std::size_t{10'000}, std::size_t{5} << 20, std::size_t{9} << 20, std::size_t{20'000}}) {
+    for (const std::size_t size :
+         {std::size_t{10'000}, std::size_t{5} << 20, std::size_t{9} << 20, std::size_t{20'000}}) {
         const std::string s = pattern(size, static_cast<unsigned>(size));
         host.send_norequest(s);
         REQUIRE(worker.receive_blocking(5s) == s);
@@ -266,7 +268,8 @@ TEST_CASE("workers start while another thread maps and unmaps slots: no deadlock
 }
 #endif
 
-TEST_CASE("slot mappings are forgotten when their messengers go: a later child unmaps nothing stale", "[payload_slots]") {
+TEST_CASE("slot mappings are forgotten when their messengers go: a later child unmaps nothing stale",
+          "[payload_slots]") {
     const std::size_t before = detail::dontfork_ranges().size();
     {
         auto [worker, host] = coproc::PriorityMessenger<std::string>::new_pair(small_threshold());
@@ -289,7 +292,8 @@ void send_three_then_die(coproc::PriorityMessenger<std::string>& m) {
 }
 }  // namespace
 
-TEST_CASE("large messages a worker sent before it was killed stay receivable; no fd outlives the worker", "[payload_slots]") {
+TEST_CASE("large messages a worker sent before it was killed stay receivable; no fd outlives the worker",
+          "[payload_slots]") {
     const auto fds_before = coproc::test::open_fds();
     {
         coproc::WorkerResource<coproc::PriorityMessenger<std::string>> w(send_three_then_die);

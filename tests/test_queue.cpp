@@ -29,8 +29,7 @@ TEST_CASE("PriorityQueue returns 1,200 items of equal, ascending and repeated pr
 
     // Expected: stable sort of the insertion order by priority (FIFO among equals).
     std::vector<std::pair<double, int>> expected = shuffled;
-    std::stable_sort(expected.begin(), expected.end(),
-                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::stable_sort(expected.begin(), expected.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
     std::vector<std::pair<double, int>> got;
     while (!q.empty()) got.push_back(q.get());
     CHECK(got == expected);

@@ -26,13 +26,15 @@ TEST_CASE("SharedValue: 4 processes x 100,000 locked increments give the exact t
     {
         std::vector<Worker> workers;
         for (int w = 0; w < 4; ++w)
-            workers.emplace_back([](Messenger&, coproc::SharedValue<std::int64_t> c) {
-                coproc::test::child_watchdog(60);
-                for (int i = 0; i < 100'000; ++i) {
-                    std::lock_guard guard(c.get_lock());
-                    c.value() += 1;  // a read and a write: only the lock makes it safe
-                }
-            }, counter);
+            workers.emplace_back(
+                [](Messenger&, coproc::SharedValue<std::int64_t> c) {
+                    coproc::test::child_watchdog(60);
+                    for (int i = 0; i < 100'000; ++i) {
+                        std::lock_guard guard(c.get_lock());
+                        c.value() += 1;  // a read and a write: only the lock makes it safe
+                    }
+                },
+                counter);
         for (auto& w : workers) CHECK(w.join(60s).success());
     }
     CHECK(counter.load() == 400'000);
@@ -46,15 +48,17 @@ TEST_CASE("SharedValue atomics and SharedArray without a lock", "[shared]") {
     {
         std::vector<Worker> workers;
         for (int w = 0; w < 4; ++w)
-            workers.emplace_back([](Messenger&, coproc::SharedValue<std::uint64_t> h, coproc::SharedArray<double> a,
-                                    coproc::SharedArray<int> m, int me) {
-                coproc::test::child_watchdog(60);
-                for (int i = 0; i < 20'000; ++i) {
-                    h.fetch_add(1);
-                    a.fetch_add(static_cast<std::size_t>(i % 4), 0.5);
-                }
-                m.store(static_cast<std::size_t>(me), me);
-            }, hits, slots, marks, w);
+            workers.emplace_back(
+                [](Messenger&, coproc::SharedValue<std::uint64_t> h, coproc::SharedArray<double> a,
+                   coproc::SharedArray<int> m, int me) {
+                    coproc::test::child_watchdog(60);
+                    for (int i = 0; i < 20'000; ++i) {
+                        h.fetch_add(1);
+                        a.fetch_add(static_cast<std::size_t>(i % 4), 0.5);
+                    }
+                    m.store(static_cast<std::size_t>(me), me);
+                },
+                hits, slots, marks, w);
         for (auto& w : workers) CHECK(w.join(60s).success());
     }
     CHECK(hits.atomic_load() == 80'000);
@@ -82,12 +86,14 @@ TEST_CASE("SharedMemory: values, nested containers, keys, erase", "[shared]") {
     CHECK_FALSE(shared.erase("n"));
     CHECK_FALSE(shared.contains("n"));
     // What a worker sets is what the host gets, nested values included.
-    Worker w([](Messenger&, coproc::SharedMemory m) {
-        coproc::test::child_watchdog();
-        auto v = m.get<Nested>("nested");
-        v["c"].push_back({{3, "three"}});
-        m.set("nested", v);
-    }, shared);
+    Worker w(
+        [](Messenger&, coproc::SharedMemory m) {
+            coproc::test::child_watchdog();
+            auto v = m.get<Nested>("nested");
+            v["c"].push_back({{3, "three"}});
+            m.set("nested", v);
+        },
+        shared);
     CHECK(w.join(10s).success());
     CHECK(shared.get<Nested>("nested").at("c").at(0).at(3) == "three");
 }
@@ -97,12 +103,17 @@ TEST_CASE("SharedMemory::update under 4-way contention loses nothing", "[shared]
     {
         std::vector<Worker> workers;
         for (int w = 0; w < 4; ++w)
-            workers.emplace_back([](Messenger&, coproc::SharedMemory m) {
-                coproc::test::child_watchdog(60);
-                for (int i = 0; i < 5'000; ++i) m.update<long>("count", [](long& n) { ++n; });
-                for (int i = 0; i < 1'000; ++i)
-                    m.update<std::vector<int>>("list", [](std::vector<int> v) { v.push_back(1); return v; });
-            }, shared);
+            workers.emplace_back(
+                [](Messenger&, coproc::SharedMemory m) {
+                    coproc::test::child_watchdog(60);
+                    for (int i = 0; i < 5'000; ++i) m.update<long>("count", [](long& n) { ++n; });
+                    for (int i = 0; i < 1'000; ++i)
+                        m.update<std::vector<int>>("list", [](std::vector<int> v) {
+                            v.push_back(1);
+                            return v;
+                        });
+                },
+                shared);
         for (auto& w : workers) CHECK(w.join(60s).success());
     }
     CHECK(shared.get<long>("count") == 20'000);
@@ -118,11 +129,13 @@ TEST_CASE("preparers run exactly once with 8 workers racing", "[shared]") {
     });
     std::vector<Worker> workers;
     for (int w = 0; w < 8; ++w)
-        workers.emplace_back([](Messenger& m, coproc::SharedMemory s) {
-            coproc::test::child_watchdog();
-            (void)m.receive_blocking();  // the start signal: all eight go at once
-            m.send_norequest(s.get<std::string>("greeting") == "prepared" ? 1 : 0);
-        }, shared);
+        workers.emplace_back(
+            [](Messenger& m, coproc::SharedMemory s) {
+                coproc::test::child_watchdog();
+                (void)m.receive_blocking();  // the start signal: all eight go at once
+                m.send_norequest(s.get<std::string>("greeting") == "prepared" ? 1 : 0);
+            },
+            shared);
     for (auto& w : workers) w.messenger().send_norequest(0);
     for (auto& w : workers) CHECK(w.messenger().receive_blocking(10s) == 1);
     CHECK(runs.atomic_load() == 1);
@@ -134,12 +147,14 @@ TEST_CASE("a holder killed mid-section: the next acquirer proceeds and is told",
     coproc::SharedMemory shared;
     coproc::SharedValue<int> value(0);
     SECTION("named lock") {
-        Worker w([](Messenger& m, coproc::SharedMemory s) {
-            coproc::test::child_watchdog();
-            auto guard = s.lock("section");
-            m.send_norequest(1);  // holding it
-            for (;;) ::pause();
-        }, shared);
+        Worker w(
+            [](Messenger& m, coproc::SharedMemory s) {
+                coproc::test::child_watchdog();
+                auto guard = s.lock("section");
+                m.send_norequest(1);  // holding it
+                for (;;) ::pause();
+            },
+            shared);
         REQUIRE(w.messenger().receive_blocking(10s) == 1);
         CHECK_FALSE(shared.try_lock_for("section", 10ms).has_value());  // really held
         CHECK(w.kill() == ExitStatus::killed_by(SIGKILL));
@@ -150,13 +165,15 @@ TEST_CASE("a holder killed mid-section: the next acquirer proceeds and is told",
         CHECK_FALSE(shared.lock("section").previous_owner_died());  // told once
     }
     SECTION("SharedValue lock") {
-        Worker w([](Messenger& m, coproc::SharedValue<int> v) {
-            coproc::test::child_watchdog();
-            v.get_lock().lock();
-            v.value() = 42;
-            m.send_norequest(1);
-            for (;;) ::pause();
-        }, value);
+        Worker w(
+            [](Messenger& m, coproc::SharedValue<int> v) {
+                coproc::test::child_watchdog();
+                v.get_lock().lock();
+                v.value() = 42;
+                m.send_norequest(1);
+                for (;;) ::pause();
+            },
+            value);
         REQUIRE(w.messenger().receive_blocking(10s) == 1);
         (void)w.kill();
         REQUIRE(value.get_lock().try_lock_for(5s));
@@ -165,14 +182,16 @@ TEST_CASE("a holder killed mid-section: the next acquirer proceeds and is told",
         value.get_lock().unlock();
     }
     SECTION("the store's own lock, killed inside update()") {
-        Worker w([](Messenger& m, coproc::SharedMemory s) {
-            coproc::test::child_watchdog();
-            s.update<int>("k", [&](int& n) {
-                n = 1;
-                m.send_norequest(1);
-                for (;;) ::pause();  // dies here, holding the store lock
-            });
-        }, shared);
+        Worker w(
+            [](Messenger& m, coproc::SharedMemory s) {
+                coproc::test::child_watchdog();
+                s.update<int>("k", [&](int& n) {
+                    n = 1;
+                    m.send_norequest(1);
+                    for (;;) ::pause();  // dies here, holding the store lock
+                });
+            },
+            shared);
         REQUIRE(w.messenger().receive_blocking(10s) == 1);
         (void)w.kill();
         CHECK_FALSE(shared.contains("k"));  // the unfinished update changed nothing
@@ -186,22 +205,26 @@ TEST_CASE("a waiter killed while waiting harms no one", "[shared]") {
     coproc::SharedMemory shared;
     auto held = shared.lock("busy");
     {
-        Worker w([](Messenger& m, coproc::SharedMemory s) {
-            coproc::test::child_watchdog();
-            m.send_norequest(1);
-            auto guard = s.lock("busy");  // blocks: the host holds it
-            m.send_norequest(2);
-        }, shared);
+        Worker w(
+            [](Messenger& m, coproc::SharedMemory s) {
+                coproc::test::child_watchdog();
+                m.send_norequest(1);
+                auto guard = s.lock("busy");  // blocks: the host holds it
+                m.send_norequest(2);
+            },
+            shared);
         REQUIRE(w.messenger().receive_blocking(10s) == 1);
         CHECK_THROWS_AS(w.messenger().receive_blocking(50ms), coproc::Timeout);  // still waiting
         (void)w.kill();
     }
     held.unlock();
-    Worker next([](Messenger& m, coproc::SharedMemory s) {
-        coproc::test::child_watchdog();
-        auto guard = s.lock("busy");
-        m.send_norequest(guard.previous_owner_died() ? 0 : 3);
-    }, shared);
+    Worker next(
+        [](Messenger& m, coproc::SharedMemory s) {
+            coproc::test::child_watchdog();
+            auto guard = s.lock("busy");
+            m.send_norequest(guard.previous_owner_died() ? 0 : 3);
+        },
+        shared);
     CHECK(next.messenger().receive_blocking(10s) == 3);
 }
 
@@ -247,7 +270,8 @@ TEST_CASE("a full memory throws CapacityError and stays intact", "[shared]") {
     REQUIRE(full);
     CHECK(stored > 5);
     CHECK(shared.get<std::string>("keep") == "safe");
-    CHECK_THROWS_AS(shared.update<std::string>("keep", [](std::string& s) { s.assign(100'000, 'y'); }), coproc::CapacityError);
+    CHECK_THROWS_AS(shared.update<std::string>("keep", [](std::string& s) { s.assign(100'000, 'y'); }),
+                    coproc::CapacityError);
     CHECK(shared.get<std::string>("keep") == "safe");  // unchanged
     for (int i = 0; i < stored; ++i) CHECK(shared.get<std::string>("big" + std::to_string(i)).size() == 4000);
     CHECK(shared.erase("big0"));

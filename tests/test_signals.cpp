@@ -104,7 +104,9 @@ int flaky_poll(pollfd* fds, unsigned long count, int timeout_ms) {
 }
 
 struct FlakySyscalls {
-    FlakySyscalls() { coproc::detail::syscalls() = {&flaky_recv, &flaky_recvmsg, &flaky_send, &flaky_sendmsg, &flaky_poll}; }
+    FlakySyscalls() {
+        coproc::detail::syscalls() = {&flaky_recv, &flaky_recvmsg, &flaky_send, &flaky_sendmsg, &flaky_poll};
+    }
     ~FlakySyscalls() { coproc::detail::reset_syscalls(); }
 };
 
@@ -114,7 +116,8 @@ void count_signal(int) { g_signals.fetch_add(1); }
 // A user's SIGCHLD handler plus a SIGALRM every millisecond, both without
 // SA_RESTART, so blocking calls really see EINTR.
 struct SignalStorm {
-    struct sigaction old_chld {}, old_alrm {};
+    struct sigaction old_chld {
+    }, old_alrm{};
     SignalStorm() {
         struct sigaction sa {};
         sa.sa_handler = &count_signal;
@@ -149,7 +152,8 @@ TEST_CASE("injected EINTR, EAGAIN and short reads/writes leave every message int
         } catch (const coproc::ResourceRequestedClose&) {
         }
     });
-    for (int i = 0; i < 300; ++i) host.send_request(std::string(static_cast<std::size_t>(i * 37 % 1000), 'a') + std::to_string(i));
+    for (int i = 0; i < 300; ++i)
+        host.send_request(std::string(static_cast<std::size_t>(i * 37 % 1000), 'a') + std::to_string(i));
     int i = 0;
     for (auto& reply : host.receive_remaining(Channel{}, 10s)) {
         CHECK(reply == std::string(static_cast<std::size_t>(i * 37 % 1000), 'a') + std::to_string(i) + "!");
@@ -168,7 +172,8 @@ TEST_CASE("short reads and writes around descriptors passed with shared-memory p
     auto [worker, host] = coproc::PriorityMessenger<std::string>::new_pair(options);
     const FlakySyscalls flaky;
     const auto payload = [](int i) {
-        return std::string(static_cast<std::size_t>(i) * 7919 % 300'000, static_cast<char>('a' + i % 26)) + std::to_string(i);
+        return std::string(static_cast<std::size_t>(i) * 7919 % 300'000, static_cast<char>('a' + i % 26)) +
+               std::to_string(i);
     };
     std::thread peer([&w = worker] {
         try {
@@ -197,7 +202,8 @@ TEST_CASE("a SIGCHLD handler and a 1 ms interval timer do not disturb any blocki
         for (int round = 0; round < 20; ++round) {
             for (int i = 0; i < 50; ++i) m.send_request(std::string(static_cast<std::size_t>(i * 1000), 'x'));
             int n = 0;
-            for (auto& reply : m.receive_remaining(Channel{}, 10s)) CHECK(reply.size() == static_cast<std::size_t>(n++ * 1000));
+            for (auto& reply : m.receive_remaining(Channel{}, 10s))
+                CHECK(reply.size() == static_cast<std::size_t>(n++ * 1000));
             CHECK(n == 50);
         }
         // A timed wait interrupted every millisecond still waits its whole timeout, not more than needed.

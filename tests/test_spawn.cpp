@@ -84,7 +84,8 @@ TEST_CASE("Executable and WorkerResource format like coproc's reprs", "[spawn]")
           "Executable(path='w', args=[], env=['A=1'], working_directory='/tmp')");
     Worker w(program("echo"));
     CHECK(fmt::format("{}", w) == fmt::format("WorkerResource(pid={}, messenger={})", w.pid(), w.messenger()));
-    CHECK_THAT(fmt::format("{}", w), Catch::StartsWith("WorkerResource(pid=") && Catch::Contains("PriorityMessenger(fd="));
+    CHECK_THAT(fmt::format("{}", w),
+               Catch::StartsWith("WorkerResource(pid=") && Catch::Contains("PriorityMessenger(fd="));
 }
 
 TEST_CASE("a spawned worker's int result is its exit code", "[spawn]") {
@@ -147,7 +148,8 @@ TEST_CASE("only 0, 1, 2 and its channel reach a spawned worker; signals are rese
     // blocked signal: none of it may reach the worker.
     const int leaked = ::open("/dev/null", O_RDONLY);  // NOLINT: no O_CLOEXEC, on purpose
     REQUIRE(leaked >= 0);
-    struct sigaction ignore {}, old_usr1 {};
+    struct sigaction ignore {
+    }, old_usr1{};
     ignore.sa_handler = SIG_IGN;
     REQUIRE(::sigaction(SIGUSR1, &ignore, &old_usr1) == 0);
     sigset_t usr2, old_mask;

@@ -164,7 +164,7 @@ TEST_CASE("workers that die: WorkerDied with the right status, data sent before 
                 CHECK(e.status() == c.expected);
                 CHECK(e.pid() == w.pid());
             }
-            CHECK(m.receive_blocking("side", 1s) == 42);  // still receivable after the death
+            CHECK(m.receive_blocking("side", 1s) == 42);             // still receivable after the death
             CHECK_THROWS_AS(m.send_request(1), coproc::WorkerDied);  // never SIGPIPE
             CHECK(m.requests_sent() == 0);
             CHECK(w.exit_status() == c.expected);
@@ -309,10 +309,12 @@ TEST_CASE("a worker's own workers do not inherit its channel", "[worker]") {
 void on_usr2(int) {}
 
 TEST_CASE("the child gets default signal dispositions and an empty mask", "[worker]") {
-    struct sigaction ignore {}, handle {};
+    struct sigaction ignore {
+    }, handle{};
     ignore.sa_handler = SIG_IGN;
     handle.sa_handler = &on_usr2;
-    struct sigaction old_term {}, old_usr2 {};
+    struct sigaction old_term {
+    }, old_usr2{};
     ::sigaction(SIGTERM, &ignore, &old_term);
     ::sigaction(SIGUSR2, &handle, &old_usr2);
     sigset_t block, old_mask;
@@ -320,7 +322,8 @@ TEST_CASE("the child gets default signal dispositions and an empty mask", "[work
     sigaddset(&block, SIGUSR1);
     ::pthread_sigmask(SIG_BLOCK, &block, &old_mask);
     IntWorker w(guarded([](coproc::PriorityMessenger<int>& m) {
-        struct sigaction term {}, usr2 {};
+        struct sigaction term {
+        }, usr2{};
         ::sigaction(SIGTERM, nullptr, &term);
         ::sigaction(SIGUSR2, nullptr, &usr2);
         sigset_t mask;
@@ -333,9 +336,9 @@ TEST_CASE("the child gets default signal dispositions and an empty mask", "[work
     ::sigaction(SIGTERM, &old_term, nullptr);
     ::sigaction(SIGUSR2, &old_usr2, nullptr);
     ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
-    CHECK(w.messenger().receive_blocking(5s) == 1);  // SIGTERM: was ignored
-    CHECK(w.messenger().receive_blocking(5s) == 1);  // SIGUSR2: had a handler
-    CHECK(w.messenger().receive_blocking(5s) == 1);  // SIGUSR1: was blocked
+    CHECK(w.messenger().receive_blocking(5s) == 1);            // SIGTERM: was ignored
+    CHECK(w.messenger().receive_blocking(5s) == 1);            // SIGUSR2: had a handler
+    CHECK(w.messenger().receive_blocking(5s) == 1);            // SIGUSR1: was blocked
     CHECK(w.terminate(5s) == ExitStatus::killed_by(SIGTERM));  // SIGTERM is not ignored in the child
 }
 

@@ -54,11 +54,13 @@ struct BusOptions {
 /// on one channel allocates nothing for it).
 class Channels {
 public:
-    Channels(const char* channel) : one_(channel) {}                   // NOLINT(google-explicit-constructor)
-    Channels(std::string channel) : one_(std::move(channel)) {}        // NOLINT(google-explicit-constructor)
-    Channels(std::string_view channel) : one_(channel) {}              // NOLINT(google-explicit-constructor)
-    Channels(std::vector<std::string> channels) : many_(std::move(channels)), single_(false) {}  // NOLINT(google-explicit-constructor)
-    Channels(std::initializer_list<std::string> channels) : many_(channels), single_(false) {}   // NOLINT(google-explicit-constructor)
+    Channels(const char* channel) : one_(channel) {}             // NOLINT(google-explicit-constructor)
+    Channels(std::string channel) : one_(std::move(channel)) {}  // NOLINT(google-explicit-constructor)
+    Channels(std::string_view channel) : one_(channel) {}        // NOLINT(google-explicit-constructor)
+    Channels(std::vector<std::string> channels)
+        : many_(std::move(channels)), single_(false) {}  // NOLINT(google-explicit-constructor)
+    Channels(std::initializer_list<std::string> channels)
+        : many_(channels), single_(false) {}  // NOLINT(google-explicit-constructor)
     [[nodiscard]] std::span<const std::string> names() const noexcept {
         if (single_) return {&one_, 1};
         return many_;

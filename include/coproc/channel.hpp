@@ -43,9 +43,9 @@ public:
     Channel(E id) : Channel(static_cast<std::underlying_type_t<E>>(id)) {}  // NOLINT(google-explicit-constructor)
 
     /// String channel.
-    Channel(std::string name) : value_(std::move(name)) {}       // NOLINT(google-explicit-constructor)
+    Channel(std::string name) : value_(std::move(name)) {}         // NOLINT(google-explicit-constructor)
     Channel(std::string_view name) : value_(std::string(name)) {}  // NOLINT(google-explicit-constructor)
-    Channel(const char* name) : value_(std::string(name)) {}     // NOLINT(google-explicit-constructor)
+    Channel(const char* name) : value_(std::string(name)) {}       // NOLINT(google-explicit-constructor)
 
     [[nodiscard]] bool is_none() const noexcept { return value_.index() == 0; }
     [[nodiscard]] bool is_integer() const noexcept { return value_.index() == 1; }
@@ -57,6 +57,7 @@ public:
 
     friend bool operator==(const Channel&, const Channel&) = default;
     friend std::strong_ordering operator<=>(const Channel& a, const Channel& b) {
+        // NOLINTNEXTLINE(modernize-use-nullptr): clang-tidy 14 misreads the comparison with 0
         if (auto c = a.value_.index() <=> b.value_.index(); c != 0) return c;
         if (a.is_integer()) return a.integer() <=> b.integer();
         if (a.is_string()) return a.string().compare(b.string()) <=> 0;

@@ -45,7 +45,9 @@ namespace coproc::detail {
 class BufferOutputArchive : public cereal::OutputArchive<BufferOutputArchive, cereal::AllowEmptyClassElision> {
 public:
     explicit BufferOutputArchive(std::string& out, Gather* gather = nullptr)
-        : cereal::OutputArchive<BufferOutputArchive, cereal::AllowEmptyClassElision>(this), out_(out), gather_(gather) {}
+        : cereal::OutputArchive<BufferOutputArchive, cereal::AllowEmptyClassElision>(this),
+          out_(out),
+          gather_(gather) {}
     void saveBinary(const void* data, std::size_t size) {
         if (size == 0) return;
         if (gather_ != nullptr && size >= Gather::min_run) {
@@ -145,7 +147,8 @@ void CEREAL_LOAD_FUNCTION_NAME(BufferInputArchive& ar, std::vector<T, A>& vector
     if constexpr (sizeof(T) == 1 && std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
         // Straight from the input: no zero-fill of the new storage first.
         const auto bytes = ar.take(static_cast<std::size_t>(size));
-        vector.assign(reinterpret_cast<const T*>(bytes.data()), reinterpret_cast<const T*>(bytes.data() + bytes.size()));
+        vector.assign(reinterpret_cast<const T*>(bytes.data()),
+                      reinterpret_cast<const T*>(bytes.data() + bytes.size()));
     } else if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
         if (size > ar.remaining() / sizeof(T)) throw ProtocolError("coproc: size prefix exceeds the message payload");
         vector.resize(static_cast<std::size_t>(size));

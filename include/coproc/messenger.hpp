@@ -80,7 +80,8 @@ public:
     /// A connected pair in this process (for tests and for threads). Throws SystemError.
     [[nodiscard]] static Pair new_pair(MessengerOptions messenger_options = {}) {
         auto ends = detail::make_link_pair();
-        return Pair{BasicMessenger(std::move(ends.first), messenger_options), BasicMessenger(std::move(ends.second), messenger_options)};
+        return Pair{BasicMessenger(std::move(ends.first), messenger_options),
+                    BasicMessenger(std::move(ends.second), messenger_options)};
     }
 
     /// Takes one end of a link (detail::make_link_pair) and sends the startup
@@ -156,7 +157,9 @@ public:
 
     /// Asks the peer to close: its next receive call raises ResourceRequestedClose.
     void send_close_request() { send_control(detail::FrameKind::close, {}, std::nullopt); }
-    void send_close_request(Duration timeout) { send_control(detail::FrameKind::close, {}, detail::deadline_after(timeout)); }
+    void send_close_request(Duration timeout) {
+        send_control(detail::FrameKind::close, {}, detail::deadline_after(timeout));
+    }
     /// As send_close_request(timeout), but if the peer has already closed its
     /// end (a worker that returned and is exiting), returns false instead of
     /// throwing. Throws Timeout.
@@ -170,7 +173,8 @@ public:
     /// Sends an exception (dynamic type name and what()); the peer's next
     /// receive call rethrows it (see error.hpp for which types keep their type).
     void send_error(const std::exception& e) {
-        send_control(detail::FrameKind::error, detail::encode_error(detail::demangle(typeid(e)), e.what()), std::nullopt);
+        send_control(detail::FrameKind::error, detail::encode_error(detail::demangle(typeid(e)), e.what()),
+                     std::nullopt);
     }
     /// Sends the exception held by `error` (non-std exceptions as "unknown exception").
     void send_error(std::exception_ptr error) {
@@ -263,7 +267,9 @@ public:
     class RemainingRange;
     /// Lazy input range: each step blocks for the next message on `channel`
     /// (replies and any other data on it, as in Python) while remaining(channel) > 0.
-    [[nodiscard]] RemainingRange receive_remaining(const Channel& channel = {}) { return {*this, channel, std::nullopt}; }
+    [[nodiscard]] RemainingRange receive_remaining(const Channel& channel = {}) {
+        return {*this, channel, std::nullopt};
+    }
     /// Same; each step throws Timeout if its message takes longer than `timeout`.
     [[nodiscard]] RemainingRange receive_remaining(const Channel& channel, Duration timeout) {
         return {*this, channel, timeout};
@@ -356,7 +362,8 @@ private:
         if (outcome == detail::SendOutcome::timed_out) throw Timeout("coproc: send timed out; nothing was sent");
         if (count != 0) ctr_.count_sent(channel, is_request, count);
         if (outcome == detail::SendOutcome::timed_out_committed)
-            throw Timeout("coproc: send timed out mid-frame; the frame is counted and its rest is written by the next send");
+            throw Timeout(
+                "coproc: send timed out mid-frame; the frame is counted and its rest is written by the next send");
     }
 
     void send_data(detail::FrameKind kind, const Msg& message, const Channel& channel, detail::Deadline deadline) {

@@ -26,7 +26,8 @@ namespace detail {
 void coproc_priority() = delete;  // poison pill: only ADL finds the customization point
 
 template <class P>
-constexpr bool priority_value_v = std::is_arithmetic_v<std::remove_cvref_t<P>> || std::is_enum_v<std::remove_cvref_t<P>>;
+constexpr bool priority_value_v =
+    std::is_arithmetic_v<std::remove_cvref_t<P>> || std::is_enum_v<std::remove_cvref_t<P>>;
 
 template <class P>
 constexpr double to_priority(const P& p) noexcept {

@@ -43,7 +43,9 @@ class Ring {
 public:
     Ring() noexcept = default;
     Ring(Ring&& o) noexcept
-        : data_(std::exchange(o.data_, nullptr)), cap_(std::exchange(o.cap_, 0)), head_(std::exchange(o.head_, 0)),
+        : data_(std::exchange(o.data_, nullptr)),
+          cap_(std::exchange(o.cap_, 0)),
+          head_(std::exchange(o.head_, 0)),
           size_(std::exchange(o.size_, 0)) {}
     Ring& operator=(Ring&& o) noexcept {
         if (this != &o) {
@@ -161,7 +163,6 @@ private:
     std::map<double, detail::Ring<T>> buckets_;
     std::size_t size_ = 0;
 };
-
 
 namespace detail {
 /// Calls f(item) for the first `n` items of `q` (a Ring or a PriorityQueue;

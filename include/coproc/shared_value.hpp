@@ -50,7 +50,8 @@ public:
     /// Blocks at most `timeout`; false if not acquired.
     template <class Rep, class Period>
     bool try_lock_for(std::chrono::duration<Rep, Period> timeout) {
-        return mutex_->try_lock_until(detail::Clock::now() + std::chrono::duration_cast<detail::Clock::duration>(timeout));
+        return mutex_->try_lock_until(detail::Clock::now() +
+                                      std::chrono::duration_cast<detail::Clock::duration>(timeout));
     }
     void unlock() noexcept { mutex_->unlock(); }
     /// While held: true if it was taken over from a holder that died.

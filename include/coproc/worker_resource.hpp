@@ -90,7 +90,8 @@ auto bind_target(F&& target, Args&&... args) {
             bound = std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...)](Messenger& m) mutable {
         return std::apply(
             [&](auto&... a) -> int {
-                if constexpr (std::is_convertible_v<std::invoke_result_t<decltype(fn)&, Messenger&, decltype(a)...>, int>)
+                if constexpr (std::is_convertible_v<std::invoke_result_t<decltype(fn)&, Messenger&, decltype(a)...>,
+                                                    int>)
                     return static_cast<int>(std::invoke(fn, m, a...));
                 else {
                     std::invoke(fn, m, a...);
@@ -158,8 +159,8 @@ public:
         using Call = decltype(call);
         start({}, [&](const detail::LinkEnd& child_end) {
             ChildContext<Call> ctx{&call, options_.messenger, child_end.side.get()};
-            return detail::ChildProcess::fork(child_end.stream.get(), child_end.side.get(), options_.parent_death_signal,
-                                              &child_main<Call>, &ctx);
+            return detail::ChildProcess::fork(child_end.stream.get(), child_end.side.get(),
+                                              options_.parent_death_signal, &child_main<Call>, &ctx);
         });
     }
 
@@ -309,7 +310,8 @@ private:
             if (!c.poll()) {
                 auto& link = messenger_->link();
                 try {
-                    (void)messenger_->try_send_close_request(std::chrono::duration_cast<Duration>(options_.close_grace));
+                    (void)messenger_->try_send_close_request(
+                        std::chrono::duration_cast<Duration>(options_.close_grace));
                 } catch (...) {
                     // dead or not reading: the signals below take over
                 }
@@ -346,11 +348,13 @@ struct fmt::formatter<coproc::Executable> : fmt::formatter<std::string_view> {
     template <class Ctx>
     auto format(const coproc::Executable& e, Ctx& ctx) const {
         auto out = fmt::format_to(ctx.out(), "Executable(path='{}', args=[", e.path);
-        for (std::size_t i = 0; i < e.args.size(); ++i) out = fmt::format_to(out, "{}'{}'", i == 0 ? "" : ", ", e.args[i]);
+        for (std::size_t i = 0; i < e.args.size(); ++i)
+            out = fmt::format_to(out, "{}'{}'", i == 0 ? "" : ", ", e.args[i]);
         out = fmt::format_to(out, "]");
         if (!e.env.empty()) {
             out = fmt::format_to(out, ", env=[");
-            for (std::size_t i = 0; i < e.env.size(); ++i) out = fmt::format_to(out, "{}'{}'", i == 0 ? "" : ", ", e.env[i]);
+            for (std::size_t i = 0; i < e.env.size(); ++i)
+                out = fmt::format_to(out, "{}'{}'", i == 0 ? "" : ", ", e.env[i]);
             out = fmt::format_to(out, "]");
         }
         if (!e.working_directory.empty()) out = fmt::format_to(out, ", working_directory='{}'", e.working_directory);

@@ -20,7 +20,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // only where both rules agree.
     const auto brackets = std::count_if(text.begin(), text.end(), [](char c) { return c == '[' || c == '{'; });
     if (text.find('\0') == std::string_view::npos && brackets <= coproc::detail::max_json_depth) {
-        const coproc::Json reference = coproc::Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+        const coproc::Json reference =
+            coproc::Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
         if (accepted != !reference.is_discarded()) std::abort();
         if (accepted && ours != reference) std::abort();
     }

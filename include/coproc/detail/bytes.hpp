@@ -122,7 +122,7 @@ struct Gather {
         const char* data;
         std::size_t size;
     };
-    static constexpr std::size_t min_run = 16 * 1024;  // smaller runs are cheaper to copy
+    static constexpr std::size_t min_run = std::size_t{16} * 1024;  // smaller runs are cheaper to copy
     std::vector<Run> runs;
     std::size_t bytes = 0;  // sum of the runs' sizes
     void clear() noexcept {

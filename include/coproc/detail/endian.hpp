@@ -27,7 +27,8 @@ template <class U>
     if constexpr (std::endian::native == std::endian::little) {
         std::memcpy(&value, p, sizeof(U));
     } else {
-        for (std::size_t i = 0; i < sizeof(U); ++i) value |= static_cast<U>(static_cast<unsigned char>(p[i])) << (8 * i);
+        for (std::size_t i = 0; i < sizeof(U); ++i)
+            value |= static_cast<U>(static_cast<unsigned char>(p[i])) << (8 * i);
     }
     return value;
 }

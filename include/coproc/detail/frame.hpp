@@ -73,7 +73,7 @@ struct FrameView {
 
 /// Frames whose body is larger than this are read directly into a buffer of
 /// their own instead of through the reader's buffer (one copy less).
-inline constexpr std::size_t direct_read_threshold = 256 * 1024;
+inline constexpr std::size_t direct_read_threshold = std::size_t{256} * 1024;
 
 /// Appends the header and channel name of a frame whose payload the caller
 /// appends next; returns the frame's start offset for finish_frame.

@@ -68,10 +68,10 @@ protected:
 
 /// Outcome of Link::send_frame.
 enum class SendOutcome {
-    sent,                // every byte is in the socket
-    timed_out,           // deadline passed before any byte was written: nothing sent
-    timed_out_committed, // deadline passed mid-frame: the rest is kept and written first by the next send
-    peer_closed          // the peer closed its end (no exception here: the caller decides, see raise_peer_closed)
+    sent,                 // every byte is in the socket
+    timed_out,            // deadline passed before any byte was written: nothing sent
+    timed_out_committed,  // deadline passed mid-frame: the rest is kept and written first by the next send
+    peer_closed           // the peer closed its end (no exception here: the caller decides, see raise_peer_closed)
 };
 
 /// How a Link sends large payloads.

@@ -34,8 +34,7 @@ struct SpawnSettings {
 /// carries `settings`. Throws SpawnError if the program cannot be started
 /// (the message names it and the reason), std::invalid_argument for an `env`
 /// entry without '=' or one naming COPROC_WORKER.
-[[nodiscard]] std::unique_ptr<ChildProcess> spawn_process(const std::string& path,
-                                                          const std::vector<std::string>& args,
+[[nodiscard]] std::unique_ptr<ChildProcess> spawn_process(const std::string& path, const std::vector<std::string>& args,
                                                           const std::vector<std::string>& env,
                                                           const std::string& working_directory, int channel_fd,
                                                           int side_fd, const SpawnSettings& settings);
