@@ -27,8 +27,8 @@ def layer_names(*names):
 # Rules beyond the order (ARCHITECTURE.md, "Rules the order alone does not say").
 forbidden = {
     "processes": (layer_names("link", "messengers") - {"include/coproc/messenger_options.hpp"}),
-    "shared state": layer_names("frames", "queues", "link", "messengers", "processes", "workers"),
-    "bus": layer_names("frames", "queues", "link", "messengers", "processes", "workers"),
+    "shared state": layer_names("frames", "queues", "link", "messengers", "processes", "workers", "supervision"),
+    "bus": layer_names("frames", "queues", "link", "messengers", "processes", "workers", "supervision"),
 }
 
 errors = []

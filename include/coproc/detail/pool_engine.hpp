@@ -1,0 +1,627 @@
+// coproc/detail/pool_engine.hpp — the host side of a Pool: the queue of
+// pending chunks (lowest priority first, FIFO among ties), the workers and
+// the chunks each holds, dispatch, results, supervision (reap, replace,
+// retry, restart intensity, task timeouts) and shutdown. Single-threaded: it
+// runs inside the pool's and its futures' calls. Internal.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "coproc/detail/deadline.hpp"
+#include "coproc/detail/fork_registry.hpp"
+#include "coproc/detail/fork_server.hpp"
+#include "coproc/detail/pool_support.hpp"
+#include "coproc/detail/pool_worker.hpp"
+#include "coproc/error.hpp"
+#include "coproc/messenger.hpp"
+#include "coproc/pool_options.hpp"
+#include "coproc/priority.hpp"
+
+namespace coproc::detail {
+
+// Where a group of tasks' results go: one submit's, or one map's.
+template <class Result>
+struct PoolJob {
+    explicit PoolJob(std::size_t n) : results(n), state(n, 0), errors(n) {}
+    std::vector<Result> results;
+    std::vector<std::uint8_t> state;  // 0 pending, 1 done, 2 failed
+    std::vector<std::exception_ptr> errors;
+    std::size_t done = 0;
+    std::size_t failed = 0;
+    std::deque<std::size_t> completed;  // indices in completion order (map_unordered)
+    bool track_completion = false;
+    std::function<void(const PoolProgress&)> progress;
+    std::uint64_t chunk = 0;  // a submit's chunk (for cancel)
+    bool taken = false;       // a submit's result was moved out
+
+    [[nodiscard]] bool complete() const noexcept { return done + failed == state.size(); }
+    void finish(std::size_t i, bool ok) {
+        if (ok)
+            ++done;
+        else
+            ++failed;
+        if (track_completion) completed.push_back(i);
+        if (progress) progress(PoolProgress{done, failed, state.size()});
+    }
+};
+
+// The pool's state, behind a shared_ptr so futures can reach it while it
+// lives (weak_ptr) and never after.
+class PoolEngineBase {
+public:
+    virtual ~PoolEngineBase() = default;
+    // Makes progress: dispatches, waits for results until `deadline`.
+    virtual void step(Deadline deadline) = 0;
+    // Removes a pending chunk; false if a worker has it (or it is gone).
+    virtual bool cancel(std::uint64_t chunk) = 0;
+
+protected:
+    PoolEngineBase() = default;
+    PoolEngineBase(const PoolEngineBase&) = default;
+    PoolEngineBase& operator=(const PoolEngineBase&) = default;
+};
+
+template <class Task, class Result>
+class PoolEngine final : public PoolEngineBase {
+    using Message = PoolMessage<Task, Result>;
+    using Messenger = MultiMessenger<Message>;
+    using Job = PoolJob<Result>;
+
+    struct Chunk {
+        Message request;  // its id and tasks, kept until its results came (for retries)
+        double priority = no_priority;
+        std::uint64_t seq = 0;
+        std::size_t retries = 0;
+        std::shared_ptr<Job> job;
+        std::size_t first = 0;  // the index of its first task in the job
+    };
+    struct Worker {
+        long pid = 0;
+        std::unique_ptr<Messenger> messenger;
+        FdRegistration registration;        // workers forked later (by the host) close our end
+        std::deque<std::uint64_t> held;     // chunks sent, oldest (running) first
+        std::size_t held_tasks = 0;
+        Clock::time_point head_started{};   // when the oldest held chunk started running
+        bool retiring = false;              // it said its last answer (max_tasks_per_worker)
+        std::uint64_t served = 0;
+    };
+    // The worker's entry point, run in a process the fork server forked.
+    struct WorkerContext {
+        std::function<Result(const Task&)>* fn;
+        const PoolOptions* options;
+    };
+
+public:
+    PoolEngine(std::function<Result(const Task&)> fn, PoolOptions options)
+        : fn_(std::move(fn)), options_(std::move(options)) {
+        if (options_.workers == 0) options_.workers = usable_cpus();
+        if (options_.window == 0) options_.window = 1;
+    }
+    PoolEngine(const PoolEngine&) = delete;
+    PoolEngine& operator=(const PoolEngine&) = delete;
+    ~PoolEngine() override { shutdown(false); }
+
+    // Forks the fork server, starts the workers, waits for each to be ready.
+    void start() {
+        context_ = WorkerContext{&fn_, &options_};
+        server_ = std::make_unique<ForkServer>(&worker_main, &context_, options_.worker.parent_death_signal);
+        workers_.resize(options_.workers);
+        const Deadline deadline = deadline_after(options_.worker.start_timeout);
+        for (auto& w : workers_) launch(w);
+        for (auto& w : workers_) await_ready(w, deadline, true);
+    }
+
+    [[nodiscard]] std::size_t size() const noexcept { return options_.workers; }
+
+    // Queues tasks [first, first + n) of `job` as one chunk; returns its id.
+    std::uint64_t enqueue(const std::shared_ptr<Job>& job, std::size_t first, std::vector<Task> tasks,
+                          double priority) {
+        const std::size_t n = tasks.size();
+        stats_.submitted += n;
+        const std::uint64_t id = ++last_chunk_;
+        Chunk& c = chunks_[id];
+        c.request.chunk = id;
+        c.request.tasks = std::move(tasks);
+        c.priority = std::isnan(priority) ? no_priority : priority;
+        c.seq = id;
+        c.job = job;
+        c.first = first;
+        if (broken_ || closed_) {
+            fail_chunk(id, broken_ ? broken_ : std::make_exception_ptr(PoolError("coproc::Pool: the pool was shut down")));
+            return id;
+        }
+        pending_.emplace(c.priority, c.seq, id);
+        return id;
+    }
+
+    template <class Range>
+    std::shared_ptr<Job> enqueue_map(const Range& tasks, const MapOptions& options, bool unordered) {
+        std::vector<Task> all;
+        for (const auto& t : tasks) all.push_back(static_cast<const Task&>(t));
+        auto job = std::make_shared<Job>(all.size());
+        job->track_completion = unordered;
+        job->progress = options.progress;
+        const std::size_t n = all.size();
+        std::size_t chunk = options.chunksize;
+        if (chunk == 0) chunk = std::max<std::size_t>(1, (n + 4 * options_.workers - 1) / (4 * options_.workers));
+        for (std::size_t first = 0; first < n; first += chunk) {
+            const std::size_t end = std::min(n, first + chunk);
+            std::vector<Task> part;
+            part.reserve(end - first);
+            double priority = no_priority;
+            for (std::size_t i = first; i < end; ++i) {
+                if (!options.priority) priority = std::min(priority, message_priority(all[i]));
+                part.push_back(std::move(all[i]));
+            }
+            enqueue(job, first, std::move(part), options.priority.value_or(priority));
+        }
+        step(deadline_after(Clock::duration::zero()));
+        return job;
+    }
+
+    bool cancel(std::uint64_t chunk) override {
+        auto it = chunks_.find(chunk);
+        if (it == chunks_.end()) return false;
+        const auto key = std::make_tuple(it->second.priority, it->second.seq, chunk);
+        if (pending_.erase(key) == 0) return false;  // a worker has it
+        fail_chunk(chunk, std::make_exception_ptr(TaskCancelled("coproc::Pool: the task was cancelled")));
+        return true;
+    }
+
+    void step(Deadline deadline) override {
+        if (closed_) return;
+        dispatch();
+        // Wake for the earliest task timeout too.
+        Deadline wake = deadline;
+        if (options_.task_timeout.count() > 0) {
+            for (const auto& w : workers_) {
+                if (w.held.empty() || !w.messenger) continue;
+                const auto due = head_due(w);
+                if (!wake || due < *wake) wake = due;
+            }
+        }
+        fds_.clear();
+        for (const auto& w : workers_) fds_.push_back(w.messenger ? w.messenger->fd() : -1);
+        ready_.assign(fds_.size(), 0);
+        if (!fds_.empty()) (void)wait_any_readable(fds_, ready_, wake);
+        for (std::size_t i = 0; i < workers_.size(); ++i)
+            if (ready_[i] != 0) service(workers_[i]);
+        if (options_.task_timeout.count() > 0) {
+            const auto now = Clock::now();
+            for (auto& w : workers_) {
+                if (w.held.empty() || !w.messenger) continue;
+                if (now >= head_due(w)) timed_out(w);
+            }
+        }
+        dispatch();
+    }
+
+    void shutdown(bool wait) noexcept {
+        if (closed_) return;
+        try {
+            if (wait)
+                while (!broken_ && (!pending_.empty() || held_total() != 0)) step(std::nullopt);
+        } catch (...) {
+            // a system error while waiting: fall through to the cleanup
+        }
+        closed_ = true;
+        fail_all(std::make_exception_ptr(PoolError("coproc::Pool: the pool was shut down")));
+        close_workers();
+        server_.reset();
+    }
+
+    [[nodiscard]] PoolStats stats() const {
+        PoolStats s = stats_;
+        for (const auto& w : workers_)
+            if (w.messenger) s.workers.push_back({w.pid, w.served});
+        return s;
+    }
+
+private:
+    [[noreturn]] static void worker_main(void* raw, int fd) noexcept {
+        auto& ctx = *static_cast<WorkerContext*>(raw);
+        int code = 1;
+        try {
+            Messenger m(UniqueFd(fd), ctx.options->worker.messenger);
+            auto run = [&ctx](Messenger& messenger) {
+                return serve_pool<Task, Result>(messenger, *ctx.fn, ctx.options->initializer,
+                                                ctx.options->max_tasks_per_worker);
+            };
+            code = run_target(m, run);
+        } catch (...) {
+            code = 1;
+        }
+        child_exit(code);
+    }
+
+    // Asks the fork server for a worker and builds its messenger.
+    void launch(Worker& w) {
+        auto started = server_->start_worker(deadline_after(options_.worker.start_timeout));
+        w = Worker{};
+        w.pid = started.pid;
+        w.registration = FdRegistration(started.channel.get());
+        w.messenger = std::make_unique<Messenger>(std::move(started.channel), options_.worker.messenger);
+    }
+
+    // Waits for the worker's hello and "ready" (its initializer ran).
+    // Throws PoolError when the initializer failed, SpawnError when the
+    // worker died or did not answer in time.
+    void await_ready(Worker& w, Deadline deadline, bool first_start) {
+        std::string why;
+        try {
+            if (w.messenger->link().await_hello(deadline)) {
+                const auto remaining = deadline ? *deadline - Clock::now() : Clock::duration::max();
+                Message ready = w.messenger->receive_blocking(Channel{}, std::max(remaining, Clock::duration::zero()));
+                if (ready.kind == PoolMessageKind::ready) return;
+                why = "it answered before it was ready";
+            } else {
+                why = "no handshake in time";
+            }
+        } catch (const ChannelClosed&) {
+            why = "it exited during start-up";
+        } catch (const Timeout&) {
+            why = "its initializer did not finish within start_timeout";
+        } catch (const Error& e) {
+            if (!first_start || dynamic_cast<const ProtocolError*>(&e) != nullptr) why = e.what();
+            else throw PoolError(fmt::format("coproc::Pool: a worker's initializer failed: {}", e.what()));
+        } catch (const std::exception& e) {
+            throw PoolError(fmt::format("coproc::Pool: a worker's initializer failed: {}", e.what()));
+        }
+        const ExitStatus status = server_->reap(w.pid, std::chrono::milliseconds(0));
+        w.messenger.reset();
+        throw SpawnError(fmt::format("coproc::Pool: worker {} did not start: {} ({})", w.pid, why, status.describe()));
+    }
+
+    // When the chunk worker `w` runs times out: task_timeout per task.
+    [[nodiscard]] Clock::time_point head_due(const Worker& w) const {
+        const auto n = static_cast<long>(chunks_.at(w.held.front()).request.tasks.size());
+        return w.head_started + std::chrono::duration_cast<Clock::duration>(options_.task_timeout) * n;
+    }
+
+    [[nodiscard]] std::size_t held_total() const noexcept {
+        std::size_t n = 0;
+        for (const auto& w : workers_) n += w.held.size();
+        return n;
+    }
+
+    void dispatch() {
+        if (pending_.empty() || broken_ || closed_) return;
+        outbox_.assign(workers_.size(), {});
+        while (!pending_.empty()) {
+            Worker* best = nullptr;
+            std::size_t best_index = 0;
+            for (std::size_t i = 0; i < workers_.size(); ++i) {
+                Worker& w = workers_[i];
+                if (!w.messenger || w.retiring) continue;
+                if (w.held.size() >= 2 && w.held_tasks >= options_.window) continue;
+                if (best == nullptr || w.held_tasks < best->held_tasks) {
+                    best = &w;
+                    best_index = i;
+                }
+            }
+            if (best == nullptr) break;
+            const auto [priority, seq, id] = *pending_.begin();
+            pending_.erase(pending_.begin());
+            Chunk& c = chunks_.at(id);
+            if (best->held.empty()) best->head_started = Clock::now();
+            best->held.push_back(id);
+            best->held_tasks += c.request.tasks.size();
+            outbox_[best_index].push_back(std::cref(c.request));
+        }
+        for (std::size_t i = 0; i < workers_.size(); ++i) {
+            if (outbox_[i].empty()) continue;
+            try {
+                workers_[i].messenger->send_norequest_multiple(outbox_[i]);
+            } catch (const ChannelClosed&) {
+                lost(workers_[i]);  // it died: its chunks go back to the queue
+            }
+        }
+    }
+
+    // Takes in what worker `w` sent; handles its exit.
+    void service(Worker& w) {
+        try {
+            for (Message& answer : w.messenger->receive_available()) take_answer(w, answer);
+            if (w.messenger->link().peer_gone()) lost(w);
+        } catch (const ChannelClosed&) {
+            lost(w);
+        } catch (const ProtocolError&) {
+            lost(w);
+        } catch (const std::exception&) {
+            // An error frame: its initializer failed (after a restart) or
+            // its loop broke; either way the worker is going.
+            lost(w);
+        }
+    }
+
+    void take_answer(Worker& w, Message& answer) {
+        if (answer.kind != PoolMessageKind::results || w.held.empty() || w.held.front() != answer.chunk)
+            throw ProtocolError("coproc::Pool: a worker answered out of order");
+        auto node = chunks_.extract(answer.chunk);
+        Chunk& c = node.mapped();
+        w.held.pop_front();
+        w.held_tasks -= c.request.tasks.size();
+        w.head_started = Clock::now();
+        w.served += c.request.tasks.size();
+        if (answer.last) w.retiring = true;
+        if (answer.results.size() != c.request.tasks.size() || answer.failed.size() != answer.errors.size())
+            throw ProtocolError("coproc::Pool: a worker's answer does not match its chunk");
+        Job& job = *c.job;
+        std::size_t next_failed = 0;
+        for (std::size_t i = 0; i < answer.results.size(); ++i) {
+            const std::size_t at = c.first + i;
+            if (next_failed < answer.failed.size() && answer.failed[next_failed] == i) {
+                job.errors[at] = error_of(answer.errors[next_failed]);
+                ++next_failed;
+                job.state[at] = 2;
+                ++stats_.failed;
+                job.finish(at, false);
+            } else {
+                job.results[at] = std::move(answer.results[i]);
+                job.state[at] = 1;
+                ++stats_.done;
+                job.finish(at, true);
+            }
+        }
+    }
+
+    static std::exception_ptr error_of(const std::string& payload) {
+        try {
+            throw_error_payload(payload);
+        } catch (...) {
+            return std::current_exception();
+        }
+    }
+
+    // Worker `w` is gone (or going): reap it, put its chunks back, replace
+    // it. `head_ran`: the oldest chunk it held was running (not when a
+    // timeout already failed that one).
+    void lost(Worker& w, bool head_ran = true) {
+        if (!w.messenger) return;
+        // Answers it sent before it went count (a send to it may fail
+        // before we read them): they settle which chunk it was running and
+        // whether it left as planned.
+        try {
+            for (Message& answer : w.messenger->receive_available()) take_answer(w, answer);
+        } catch (const std::exception&) {
+            // an error frame or garbage: what was taken stands
+        }
+        const bool planned = w.retiring;
+        ExitStatus status = ExitStatus::exited_with(-1);
+        try {
+            status = server_->reap(w.pid, std::chrono::seconds(1));
+        } catch (const std::exception&) {
+            give_up(std::make_exception_ptr(PoolError("coproc::Pool: its fork server is gone")));
+        }
+        w.messenger.reset();
+        w.registration.reset();
+        const long pid = w.pid;
+        // The chunk it was running counts a retry (unless it exited as
+        // planned); the ones behind it never started.
+        bool head = !planned && head_ran;
+        for (const std::uint64_t id : w.held) {
+            if (head) {
+                retry(id, pid, status);
+                head = false;
+            } else {
+                requeue(id);
+            }
+        }
+        w.held.clear();
+        w.held_tasks = 0;
+        if (broken_ || closed_) return;
+        if (planned) {
+            ++stats_.recycled;
+        } else if (!count_restart(status)) {
+            return;
+        }
+        replace(w);
+    }
+
+    void timed_out(Worker& w) {
+        const std::uint64_t id = w.held.front();
+        const long pid = w.pid;
+        try {
+            server_->signal(pid, SIGKILL);
+        } catch (const std::exception&) {
+            // the server is gone: lost() gives up below
+        }
+        Chunk& c = chunks_.at(id);
+        if (c.request.tasks.size() == 1) {
+            w.held.pop_front();
+            w.held_tasks -= 1;
+            fail_chunk(id, std::make_exception_ptr(Timeout(fmt::format(
+                               "coproc::Pool: the task ran longer than task_timeout ({} ms); worker {} was killed",
+                               options_.task_timeout.count(), pid))));
+            lost(w, false);
+            return;
+        }
+        // A chunk of several is split by retry() (as for a death), so the
+        // task that hangs times out alone.
+        lost(w, true);
+    }
+
+    // The chunk a dead worker was running: again (split into single tasks,
+    // so a poison task fails alone) or failed with WorkerDied.
+    void retry(std::uint64_t id, long pid, const ExitStatus& status) {
+        auto node = chunks_.extract(id);
+        Chunk& c = node.mapped();
+        const std::size_t n = c.request.tasks.size();
+        stats_.retried += n;
+        if (c.retries + 1 > options_.max_retries) {
+            chunks_.insert(std::move(node));
+            fail_chunk(id, std::make_exception_ptr(WorkerDied(pid, status)));
+            return;
+        }
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::uint64_t nid = n == 1 ? id : ++last_chunk_;
+            Chunk& part = chunks_[nid];
+            part.request.chunk = nid;
+            part.request.tasks.push_back(std::move(c.request.tasks[i]));
+            part.priority = c.priority;
+            part.seq = c.seq;  // keeps its place among its peers
+            part.retries = c.retries + 1;
+            part.job = c.job;
+            part.first = c.first + i;
+            pending_.emplace(part.priority, part.seq, nid);
+        }
+    }
+
+    void requeue(std::uint64_t id) {
+        const Chunk& c = chunks_.at(id);
+        pending_.emplace(c.priority, c.seq, id);
+    }
+
+    // Records a restart; false (and the pool gives up) past the intensity.
+    bool count_restart(const ExitStatus& status) {
+        const auto now = Clock::now();
+        restarts_.push_back(now);
+        last_statuses_.push_back(status);
+        while (!restarts_.empty() && now - restarts_.front() > options_.restart_period) restarts_.pop_front();
+        while (last_statuses_.size() > 5) last_statuses_.pop_front();
+        ++stats_.restarts;
+        if (restarts_.size() <= options_.max_restarts) return true;
+        std::string statuses;
+        for (const auto& s : last_statuses_) statuses += (statuses.empty() ? "" : ", ") + s.describe();
+        give_up(std::make_exception_ptr(PoolError(fmt::format(
+            "coproc::Pool: gave up after more than {} worker restarts within {} ms (last exit statuses: {})",
+            options_.max_restarts, options_.restart_period.count(), statuses))));
+        return false;
+    }
+
+    void replace(Worker& w) {
+        try {
+            launch(w);
+            await_ready(w, deadline_after(options_.worker.start_timeout), false);
+        } catch (const std::exception& e) {
+            w.messenger.reset();
+            give_up(std::make_exception_ptr(
+                PoolError(fmt::format("coproc::Pool: gave up: a replacement worker did not start: {}", e.what()))));
+        }
+    }
+
+    // Every pending and held task fails with `error`; later ones too.
+    void give_up(std::exception_ptr error) {
+        if (!broken_) broken_ = error;
+        fail_all(broken_);
+    }
+
+    void fail_all(const std::exception_ptr& error) {
+        pending_.clear();
+        for (auto& w : workers_) {
+            w.held.clear();
+            w.held_tasks = 0;
+        }
+        std::vector<std::uint64_t> ids;
+        ids.reserve(chunks_.size());
+        for (const auto& [id, c] : chunks_) ids.push_back(id);
+        std::sort(ids.begin(), ids.end());
+        for (const auto id : ids) fail_chunk(id, error);
+    }
+
+    void fail_chunk(std::uint64_t id, const std::exception_ptr& error) {
+        auto node = chunks_.extract(id);
+        if (node.empty()) return;
+        Chunk& c = node.mapped();
+        Job& job = *c.job;
+        for (std::size_t i = 0; i < c.request.tasks.size(); ++i) {
+            const std::size_t at = c.first + i;
+            if (job.state[at] != 0) continue;
+            job.state[at] = 2;
+            job.errors[at] = error;
+            ++stats_.failed;
+            job.finish(at, false);
+        }
+    }
+
+    // The shutdown policy for every worker at once: close request,
+    // close_grace, SIGTERM, term_grace, SIGKILL; then each is reaped.
+    void close_workers() noexcept {
+        if (!server_) return;
+        for (auto& w : workers_) {
+            if (!w.messenger) continue;
+            try {
+                (void)w.messenger->try_send_close_request(options_.worker.close_grace);
+            } catch (...) {
+                // dead or not reading: the signals below take over
+            }
+        }
+        wait_for_exits(deadline_after(options_.worker.close_grace));
+        signal_remaining(SIGTERM);
+        wait_for_exits(deadline_after(options_.worker.term_grace));
+        for (auto& w : workers_) {
+            if (!w.messenger) continue;  // never started, or lost() reaped it
+            try {
+                (void)server_->reap(w.pid, std::chrono::milliseconds(0));  // SIGKILL if still running
+            } catch (...) {
+                // the server is gone: its death took the workers with it
+            }
+            w.messenger.reset();
+            w.registration.reset();
+        }
+    }
+
+    // Drains the workers until each closed its end or the deadline.
+    void wait_for_exits(Deadline deadline) noexcept {
+        try {
+            for (;;) {
+                fds_.clear();
+                for (auto& w : workers_) fds_.push_back(w.messenger && !w.messenger->link().peer_gone() ? w.messenger->fd() : -1);
+                if (std::all_of(fds_.begin(), fds_.end(), [](int fd) { return fd < 0; })) return;
+                ready_.assign(fds_.size(), 0);
+                if (wait_any_readable(fds_, ready_, deadline) == 0) return;
+                for (std::size_t i = 0; i < workers_.size(); ++i)
+                    if (ready_[i] != 0) workers_[i].messenger->link().buffer_incoming();
+            }
+        } catch (...) {
+            // the signals take over
+        }
+    }
+
+    void signal_remaining(int sig) noexcept {
+        for (auto& w : workers_) {
+            if (!w.messenger || w.messenger->link().peer_gone()) continue;
+            try {
+                server_->signal(w.pid, sig);
+            } catch (...) {
+                // the server is gone
+            }
+        }
+    }
+
+    std::function<Result(const Task&)> fn_;
+    PoolOptions options_;
+    WorkerContext context_{};
+    std::unique_ptr<ForkServer> server_;
+    std::vector<Worker> workers_;
+    std::unordered_map<std::uint64_t, Chunk> chunks_;  // pending and held
+    std::set<std::tuple<double, std::uint64_t, std::uint64_t>> pending_;  // (priority, seq, id)
+    std::uint64_t last_chunk_ = 0;
+    std::deque<Clock::time_point> restarts_;
+    std::deque<ExitStatus> last_statuses_;
+    std::exception_ptr broken_;
+    bool closed_ = false;
+    PoolStats stats_;
+    std::vector<int> fds_;
+    std::vector<char> ready_;
+    std::vector<std::vector<std::reference_wrapper<const Message>>> outbox_;
+};
+
+}  // namespace coproc::detail
