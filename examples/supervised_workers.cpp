@@ -22,7 +22,7 @@ struct Flaky {
 int main() {
     coproc::PoolOptions options;
     options.workers = 2;
-    options.max_retries = 2;   // a task may be run three times
+    options.max_retries = 2;    // a task may be run three times
     options.max_restarts = 50;  // more restarts than this within restart_period: the pool gives up
     coproc::Pool<int, long> pool(Flaky{}, options);
 

@@ -23,16 +23,16 @@ namespace {
 enum class Op : std::uint32_t { start = 1, signal = 2, reap = 3 };
 struct Request {
     Op op;
-    std::int32_t sig;   // signal: the signal
-    std::int64_t pid;   // signal, reap: the worker
+    std::int32_t sig;       // signal: the signal
+    std::int64_t pid;       // signal, reap: the worker
     std::int64_t grace_ns;  // reap: how long to wait before SIGKILL
 };
 struct WireReply {
-    std::int64_t pid;      // start: the new worker (0: fork failed); reap: the worker
-    std::int32_t error;    // start: errno of a failed fork or socketpair
-    std::int32_t exited;   // reap: 1 exited, 0 killed by a signal
-    std::int32_t value;    // reap: exit code or signal
-    std::int32_t known;    // reap, signal: 1 if the pid was the server's worker
+    std::int64_t pid;     // start: the new worker (0: fork failed); reap: the worker
+    std::int32_t error;   // start: errno of a failed fork or socketpair
+    std::int32_t exited;  // reap: 1 exited, 0 killed by a signal
+    std::int32_t value;   // reap: exit code or signal
+    std::int32_t known;   // reap, signal: 1 if the pid was the server's worker
 };
 
 struct ServerContext {
@@ -92,8 +92,7 @@ void send_reply(int control, const WireReply& reply, int attach_fd) {
                     case Op::reap: {
                         reply.pid = request.pid;
                         if (auto it = workers.find(static_cast<long>(request.pid)); it != workers.end()) {
-                            auto status =
-                                it->second->wait(deadline_after(std::chrono::nanoseconds(request.grace_ns)));
+                            auto status = it->second->wait(deadline_after(std::chrono::nanoseconds(request.grace_ns)));
                             const ExitStatus s = status ? *status : it->second->kill_and_reap();
                             reply.known = 1;
                             reply.exited = s.exited() ? 1 : 0;

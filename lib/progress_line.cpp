@@ -34,9 +34,9 @@ void ProgressLine::operator()(const PoolProgress& p) const noexcept {
     const double rate = elapsed > 0 ? finished / elapsed : 0.0;
     const double left = rate > 0 ? (static_cast<double>(p.total) - finished) / rate : 0.0;
     try {
-        const std::string line = fmt::format("\r{}  {}/{}  ({} failed)  {:.1f} k/s  ETA {:.1f} s\x1b[K{}", s.label,
-                                             p.done + p.failed, p.total, p.failed, rate / 1000.0, left,
-                                             last ? "\n" : "");
+        const std::string line =
+            fmt::format("\r{}  {}/{}  ({} failed)  {:.1f} k/s  ETA {:.1f} s\x1b[K{}", s.label, p.done + p.failed,
+                        p.total, p.failed, rate / 1000.0, left, last ? "\n" : "");
         std::fputs(line.c_str(), stderr);
         std::fflush(stderr);
     } catch (...) {

@@ -344,8 +344,8 @@ TEST_CASE("initializer runs once in each worker before its tasks; its failure is
 
     auto failing = options(2);
     failing.initializer = [] { throw std::runtime_error("no model file"); };
-    CHECK_THROWS_WITH((coproc::Pool<int, int>(square, failing)), Catch::Contains("initializer failed") &&
-                                                                     Catch::Contains("no model file"));
+    CHECK_THROWS_WITH((coproc::Pool<int, int>(square, failing)),
+                      Catch::Contains("initializer failed") && Catch::Contains("no model file"));
 }
 
 TEST_CASE("max_tasks_per_worker recycles workers without losing or repeating a task", "[pool]") {
@@ -395,8 +395,7 @@ TEST_CASE("replacements are forked by the fork server, safe while the host runs 
     CHECK(parents.submit(0).get(10s) != static_cast<int>(::getpid()));  // the server's child, not ours
 }
 
-TEST_CASE("shutdown(wait) finishes the queue; shutdown without wait and the destructor fail what is left",
-          "[pool]") {
+TEST_CASE("shutdown(wait) finishes the queue; shutdown without wait and the destructor fail what is left", "[pool]") {
     {
         IntPool pool(busy, options(1));
         std::vector<IntPool::Future> futures;

@@ -74,8 +74,8 @@ public:
     template <class F>
         requires std::is_invocable_r_v<Result, std::decay_t<F>&, const Task&>
     explicit Pool(F&& fn, PoolOptions options = {})
-        : engine_(std::make_shared<Engine>(std::function<Result(const Task&)>(std::forward<F>(fn)),
-                                           std::move(options))) {
+        : engine_(
+              std::make_shared<Engine>(std::function<Result(const Task&)>(std::forward<F>(fn)), std::move(options))) {
         engine_->start();
     }
 
@@ -90,8 +90,9 @@ public:
         if (engine_) engine_->shutdown(false);
     }
 
-    /// Queues `task` (priority read as a message's: see priority.hpp).
-    /// Never blocks for long: it dispatches what workers have room for.
+    /// Queues `task` (priority read as a message's: see priority.hpp) and
+    /// hands it to a worker if one has room. Never waits for a result;
+    /// blocks only while a worker's socket is full.
     [[nodiscard]] Future submit(Task task) {
         const double p = message_priority(task);
         return submit(std::move(task), p);
@@ -101,7 +102,7 @@ public:
         one.push_back(std::move(task));
         auto job = std::make_shared<Job>(1);
         job->chunk = engine_->enqueue(job, 0, std::move(one), priority);
-        engine_->step(detail::deadline_after(Duration::zero()));
+        engine_->dispatch_now();  // results are taken in by the calls that wait
         return Future(std::move(job), engine_);
     }
 
@@ -260,4 +261,3 @@ private:
 };
 
 }  // namespace coproc
-

@@ -13,6 +13,7 @@
 #include <deque>
 #include <exception>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <set>
@@ -95,11 +96,11 @@ class PoolEngine final : public PoolEngineBase {
     struct Worker {
         long pid = 0;
         std::unique_ptr<Messenger> messenger;
-        FdRegistration registration;        // workers forked later (by the host) close our end
-        std::deque<std::uint64_t> held;     // chunks sent, oldest (running) first
+        FdRegistration registration;     // workers forked later (by the host) close our end
+        std::deque<std::uint64_t> held;  // chunks sent, oldest (running) first
         std::size_t held_tasks = 0;
-        Clock::time_point head_started{};   // when the oldest held chunk started running
-        bool retiring = false;              // it said its last answer (max_tasks_per_worker)
+        Clock::time_point head_started{};  // when the oldest held chunk started running
+        bool retiring = false;             // it said its last answer (max_tasks_per_worker)
         std::uint64_t served = 0;
     };
     // The worker's entry point, run in a process the fork server forked.
@@ -144,7 +145,8 @@ public:
         c.job = job;
         c.first = first;
         if (broken_ || closed_) {
-            fail_chunk(id, broken_ ? broken_ : std::make_exception_ptr(PoolError("coproc::Pool: the pool was shut down")));
+            fail_chunk(id,
+                       broken_ ? broken_ : std::make_exception_ptr(PoolError("coproc::Pool: the pool was shut down")));
             return id;
         }
         pending_.emplace(c.priority, c.seq, id);
@@ -153,28 +155,30 @@ public:
 
     template <class Range>
     std::shared_ptr<Job> enqueue_map(const Range& tasks, const MapOptions& options, bool unordered) {
-        std::vector<Task> all;
-        for (const auto& t : tasks) all.push_back(static_cast<const Task&>(t));
-        auto job = std::make_shared<Job>(all.size());
+        const auto n = static_cast<std::size_t>(std::distance(std::begin(tasks), std::end(tasks)));
+        auto job = std::make_shared<Job>(n);
         job->track_completion = unordered;
         job->progress = options.progress;
-        const std::size_t n = all.size();
         std::size_t chunk = options.chunksize;
         if (chunk == 0) chunk = std::max<std::size_t>(1, (n + 4 * options_.workers - 1) / (4 * options_.workers));
+        auto it = std::begin(tasks);
         for (std::size_t first = 0; first < n; first += chunk) {
             const std::size_t end = std::min(n, first + chunk);
             std::vector<Task> part;
             part.reserve(end - first);
             double priority = no_priority;
-            for (std::size_t i = first; i < end; ++i) {
-                if (!options.priority) priority = std::min(priority, message_priority(all[i]));
-                part.push_back(std::move(all[i]));
+            for (std::size_t i = first; i < end; ++i, ++it) {
+                part.push_back(static_cast<const Task&>(*it));
+                if (!options.priority) priority = std::min(priority, message_priority(part.back()));
             }
             enqueue(job, first, std::move(part), options.priority.value_or(priority));
         }
-        step(deadline_after(Clock::duration::zero()));
+        dispatch();
         return job;
     }
+
+    // Hands pending chunks to the workers that have room (no waiting).
+    void dispatch_now() { dispatch(); }
 
     bool cancel(std::uint64_t chunk) override {
         auto it = chunks_.find(chunk);
@@ -279,8 +283,10 @@ private:
         } catch (const Timeout&) {
             why = "its initializer did not finish within start_timeout";
         } catch (const Error& e) {
-            if (!first_start || dynamic_cast<const ProtocolError*>(&e) != nullptr) why = e.what();
-            else throw PoolError(fmt::format("coproc::Pool: a worker's initializer failed: {}", e.what()));
+            if (!first_start || dynamic_cast<const ProtocolError*>(&e) != nullptr)
+                why = e.what();
+            else
+                throw PoolError(fmt::format("coproc::Pool: a worker's initializer failed: {}", e.what()));
         } catch (const std::exception& e) {
             throw PoolError(fmt::format("coproc::Pool: a worker's initializer failed: {}", e.what()));
         }
@@ -583,7 +589,8 @@ private:
         try {
             for (;;) {
                 fds_.clear();
-                for (auto& w : workers_) fds_.push_back(w.messenger && !w.messenger->link().peer_gone() ? w.messenger->fd() : -1);
+                for (auto& w : workers_)
+                    fds_.push_back(w.messenger && !w.messenger->link().peer_gone() ? w.messenger->fd() : -1);
                 if (std::all_of(fds_.begin(), fds_.end(), [](int fd) { return fd < 0; })) return;
                 ready_.assign(fds_.size(), 0);
                 if (wait_any_readable(fds_, ready_, deadline) == 0) return;
@@ -611,7 +618,7 @@ private:
     WorkerContext context_{};
     std::unique_ptr<ForkServer> server_;
     std::vector<Worker> workers_;
-    std::unordered_map<std::uint64_t, Chunk> chunks_;  // pending and held
+    std::unordered_map<std::uint64_t, Chunk> chunks_;                     // pending and held
     std::set<std::tuple<double, std::uint64_t, std::uint64_t>> pending_;  // (priority, seq, id)
     std::uint64_t last_chunk_ = 0;
     std::deque<Clock::time_point> restarts_;
