@@ -1,6 +1,9 @@
-// The one worker program of the spawn-mode tests (test_spawn.cpp); argv[1]
-// picks what it does. It speaks PriorityMessenger<std::string>, except in
-// mode "int", which speaks PriorityMessenger<int> (a type mismatch).
+// The one worker program of the spawn-mode tests (test_spawn.cpp, and
+// test_pool.cpp's spawn-mode pools); argv[1] picks what it does. It speaks
+// PriorityMessenger<std::string>, except in mode "int", which speaks
+// PriorityMessenger<int> (a type mismatch), and in the "pool" modes, which
+// serve a Pool<int, long>.
+#include <coproc/pool.hpp>
 #include <coproc/worker_main.hpp>
 
 #include <dirent.h>
@@ -61,6 +64,19 @@ int main(int argc, char** argv) {
         coproc::MessengerOptions own;
         own.max_frame_size = 3 << 20;
         return coproc::worker_main<M>(own, [](M& m) { m.send_norequest(std::to_string(m.link().max_frame_size())); });
+    }
+    if (mode == "pool") {  // x -> x*x; -1 kills its worker (a poison task)
+        return coproc::pool_worker_main<int, long>([](const int& x) -> long {
+            if (x == -1) ::raise(SIGKILL);
+            return static_cast<long>(x) * x;
+        });
+    }
+    if (mode == "pool-pid") {  // the worker's pid, for recycling
+        return coproc::pool_worker_main<int, long>([](const int&) -> long { return ::getpid(); });
+    }
+    if (mode == "pool-init-fails") {
+        return coproc::pool_worker_main<int, long>([](const int& x) -> long { return x; },
+                                                   [] { throw std::runtime_error("no model file"); });
     }
     if (mode == "int") {
         using I = coproc::PriorityMessenger<int>;

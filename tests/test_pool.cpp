@@ -429,3 +429,66 @@ TEST_CASE("100 pools created and destroyed leave no fd and no process behind", "
     CHECK(coproc::test::open_fds() == fds_before);
     CHECK(no_children());
 }
+
+namespace {
+// The spawn-mode tests' worker program (tests/spawn_worker.cpp) in `mode`.
+coproc::Executable pool_program(const char* mode) {
+    const char* path = std::getenv("COPROC_SPAWN_WORKER");
+    REQUIRE(path != nullptr);
+    return {path, {mode}};
+}
+coproc::PoolOptions spawn_options(std::size_t workers) {
+    coproc::PoolOptions o;
+    o.workers = workers;
+    return o;  // the program arms its own watchdog
+}
+}  // namespace
+
+TEST_CASE("spawn mode: a worker program serves the same API; poison tasks fail alone", "[pool][spawn]") {
+    auto opts = spawn_options(2);
+    opts.max_retries = 2;
+    coproc::Pool<int, long> pool(pool_program("pool"), opts);
+    CHECK(pool.submit(12).get(10s) == 144);
+    std::vector<int> in;
+    for (int i = 0; i < 300; ++i) in.push_back(i == 100 ? -1 : i);
+    std::size_t failed = 0;
+    std::size_t ok = 0;
+    auto range = pool.map_unordered(in, {.chunksize = 10});
+    walk(
+        range,
+        [&](std::size_t index, long result) {
+            CHECK(result == static_cast<long>(in[index]) * in[index]);
+            ++ok;
+        },
+        [&](std::exception_ptr e) {
+            try {
+                std::rethrow_exception(e);
+            } catch (const coproc::WorkerDied& died) {
+                CHECK(died.status().signal() == SIGKILL);
+                ++failed;
+            }
+        });
+    CHECK(ok == 299);
+    CHECK(failed == 1);
+    CHECK(pool.stats().restarts == 3);
+}
+
+TEST_CASE("spawn mode: max_tasks_per_worker recycles programs; initializer rules", "[pool][spawn]") {
+    {
+        auto opts = spawn_options(2);
+        opts.max_tasks_per_worker = 5;
+        coproc::Pool<int, long> pool(pool_program("pool-pid"), opts);
+        const auto out = pool.map(std::vector<int>(60, 0), {.chunksize = 5});
+        CHECK(std::set<long>(out.begin(), out.end()).size() == 12);
+        CHECK(pool.stats().recycled >= 10);
+        CHECK(pool.stats().restarts == 0);
+    }
+    CHECK_THROWS_WITH((coproc::Pool<int, long>(pool_program("pool-init-fails"), spawn_options(1))),
+                      Catch::Contains("initializer failed") && Catch::Contains("no model file"));
+    auto with_initializer = spawn_options(1);
+    with_initializer.initializer = [] {};
+    CHECK_THROWS_AS((coproc::Pool<int, long>(pool_program("pool"), with_initializer)), std::invalid_argument);
+    // A program that is not a pool worker of these types.
+    CHECK_THROWS_AS((coproc::Pool<int, long>(pool_program("echo"), spawn_options(1))), coproc::SpawnError);
+    CHECK(no_children());
+}

@@ -29,6 +29,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdio>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -51,6 +52,8 @@
 #include <fmt/format.h>
 
 #include "coproc/detail/pool_engine.hpp"
+#include "coproc/detail/pool_launcher.hpp"
+#include "coproc/detail/spawn.hpp"
 #include "coproc/error.hpp"
 #include "coproc/pool_options.hpp"
 #include "coproc/priority.hpp"
@@ -74,8 +77,20 @@ public:
     template <class F>
         requires std::is_invocable_r_v<Result, std::decay_t<F>&, const Task&>
     explicit Pool(F&& fn, PoolOptions options = {})
-        : engine_(
-              std::make_shared<Engine>(std::function<Result(const Task&)>(std::forward<F>(fn)), std::move(options))) {
+        : engine_(std::make_shared<Engine>(std::function<Result(const Task&)>(std::forward<F>(fn)), std::nullopt,
+                                           std::move(options))) {
+        engine_->start();
+    }
+
+    /// Spawn mode: each worker is `program`, whose main() returns
+    /// coproc::pool_worker_main<Task, Result>(fn) (below). Started with
+    /// posix_spawn, so any thread may construct the pool and every
+    /// replacement is safe whatever the host's threads do. The same API
+    /// otherwise; PoolOptions::initializer must be empty (the program passes
+    /// its own to pool_worker_main): std::invalid_argument if not. Throws
+    /// SpawnError, PoolError as the fork-mode constructor does.
+    explicit Pool(const Executable& program, PoolOptions options = {})
+        : engine_(std::make_shared<Engine>(std::function<Result(const Task&)>{}, program, std::move(options))) {
         engine_->start();
     }
 
@@ -259,5 +274,31 @@ private:
     using Engine = detail::PoolEngine<Task, Result>;
     std::shared_ptr<Engine> engine_;
 };
+
+/// A spawn-mode pool worker program's whole main(): serves the Pool that
+/// spawned it, running fn(const Task&) for each task after `initializer`
+/// (may be empty; if it throws, the pool's constructor throws PoolError with
+/// its message). Returns the exit code for main() to return. Call it first
+/// thing in main(), before starting threads (it edits the environment).
+/// Throws SpawnError if this program was not started by a Pool (run by hand);
+/// returns 1 at once if the host has already exited.
+template <class Task, class Result, class F>
+    requires std::is_invocable_r_v<Result, std::decay_t<F>&, const Task&>
+int pool_worker_main(F&& fn, std::function<void()> initializer = {}) {
+    using Messenger = MultiMessenger<detail::PoolMessage<Task, Result>>;
+    detail::SpawnedChannel channel;
+    try {
+        channel = detail::spawned_channel();
+    } catch (const ChannelClosed&) {
+        return 1;  // the host is gone
+    }
+    const std::size_t max_tasks = detail::take_pool_max_tasks();
+    std::function<Result(const Task&)> f(std::forward<F>(fn));
+    auto call = [&](Messenger& m) { return detail::serve_pool<Task, Result>(m, f, initializer, max_tasks); };
+    const int code = detail::serve_as_worker<Messenger>(
+        detail::LinkEnd{std::move(channel.stream), std::move(channel.side)}, channel.settings.messenger, call);
+    std::fflush(nullptr);
+    return code;
+}
 
 }  // namespace coproc

@@ -27,7 +27,7 @@
 
 #include "coproc/detail/deadline.hpp"
 #include "coproc/detail/fork_registry.hpp"
-#include "coproc/detail/fork_server.hpp"
+#include "coproc/detail/pool_launcher.hpp"
 #include "coproc/detail/pool_support.hpp"
 #include "coproc/detail/pool_worker.hpp"
 #include "coproc/error.hpp"
@@ -96,8 +96,9 @@ class PoolEngine final : public PoolEngineBase {
     struct Worker {
         long pid = 0;
         std::unique_ptr<Messenger> messenger;
-        FdRegistration registration;     // workers forked later (by the host) close our end
-        std::deque<std::uint64_t> held;  // chunks sent, oldest (running) first
+        FdRegistration registration;       // workers forked later (by the host) close our end...
+        FdRegistration side_registration;  // ...and its side channel (spawn mode)
+        std::deque<std::uint64_t> held;    // chunks sent, oldest (running) first
         std::size_t held_tasks = 0;
         Clock::time_point head_started{};  // when the oldest held chunk started running
         bool retiring = false;             // it said its last answer (max_tasks_per_worker)
@@ -110,19 +111,31 @@ class PoolEngine final : public PoolEngineBase {
     };
 
 public:
-    PoolEngine(std::function<Result(const Task&)> fn, PoolOptions options)
-        : fn_(std::move(fn)), options_(std::move(options)) {
+    /// Fork mode with `fn` (program empty), or spawn mode with `program`.
+    PoolEngine(std::function<Result(const Task&)> fn, std::optional<Executable> program, PoolOptions options)
+        : fn_(std::move(fn)), program_(std::move(program)), options_(std::move(options)) {
         if (options_.workers == 0) options_.workers = usable_cpus();
         if (options_.window == 0) options_.window = 1;
+        if (program_ && options_.initializer)
+            throw std::invalid_argument(
+                "coproc::Pool: a spawned worker program runs its own initializer (pool_worker_main's argument); "
+                "PoolOptions::initializer is for fork mode");
     }
     PoolEngine(const PoolEngine&) = delete;
     PoolEngine& operator=(const PoolEngine&) = delete;
     ~PoolEngine() override { shutdown(false); }
 
-    // Forks the fork server, starts the workers, waits for each to be ready.
+    // Starts the fork server (fork mode), then the workers; waits for each
+    // to be ready.
     void start() {
-        context_ = WorkerContext{&fn_, &options_};
-        server_ = std::make_unique<ForkServer>(&worker_main, &context_, options_.worker.parent_death_signal);
+        if (program_) {
+            server_ =
+                spawn_launcher(*program_, SpawnSettings{options_.worker.parent_death_signal, options_.worker.messenger},
+                               options_.max_tasks_per_worker);
+        } else {
+            context_ = WorkerContext{&fn_, &options_};
+            server_ = fork_launcher(&worker_main, &context_, options_.worker.parent_death_signal);
+        }
         workers_.resize(options_.workers);
         const Deadline deadline = deadline_after(options_.worker.start_timeout);
         for (auto& w : workers_) launch(w);
@@ -255,13 +268,14 @@ private:
         child_exit(code);
     }
 
-    // Asks the fork server for a worker and builds its messenger.
+    // Starts a worker and builds its messenger.
     void launch(Worker& w) {
-        auto started = server_->start_worker(deadline_after(options_.worker.start_timeout));
+        auto started = server_->start(deadline_after(options_.worker.start_timeout));
         w = Worker{};
         w.pid = started.pid;
-        w.registration = FdRegistration(started.channel.get());
-        w.messenger = std::make_unique<Messenger>(std::move(started.channel), options_.worker.messenger);
+        w.registration = FdRegistration(started.end.stream.get());
+        if (started.end.side) w.side_registration = FdRegistration(started.end.side.get());
+        w.messenger = std::make_unique<Messenger>(std::move(started.end), options_.worker.messenger);
     }
 
     // Waits for the worker's hello and "ready" (its initializer ran).
@@ -418,6 +432,7 @@ private:
         }
         w.messenger.reset();
         w.registration.reset();
+        w.side_registration.reset();
         const long pid = w.pid;
         // The chunk it was running counts a retry (unless it exited as
         // planned); the ones behind it never started.
@@ -581,6 +596,7 @@ private:
             }
             w.messenger.reset();
             w.registration.reset();
+            w.side_registration.reset();
         }
     }
 
@@ -614,9 +630,10 @@ private:
     }
 
     std::function<Result(const Task&)> fn_;
+    std::optional<Executable> program_;
     PoolOptions options_;
     WorkerContext context_{};
-    std::unique_ptr<ForkServer> server_;
+    std::unique_ptr<PoolLauncher> server_;  // the fork server, or the spawner
     std::vector<Worker> workers_;
     std::unordered_map<std::uint64_t, Chunk> chunks_;                     // pending and held
     std::set<std::tuple<double, std::uint64_t, std::uint64_t>> pending_;  // (priority, seq, id)
