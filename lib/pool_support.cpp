@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sched.h>
 
+#include <array>
 #include <cerrno>
 #include <vector>
 
@@ -13,10 +14,17 @@
 namespace coproc::detail {
 
 std::size_t wait_any_readable(std::span<const int> fds, std::span<char> ready, Deadline deadline) {
-    std::vector<pollfd> set(fds.size());
+    // On the stack for the usual few workers: a pool waits here per result.
+    std::array<pollfd, 64> small{};
+    std::vector<pollfd> large;
+    pollfd* set = small.data();
+    if (fds.size() > small.size()) {
+        large.resize(fds.size());
+        set = large.data();
+    }
     for (std::size_t i = 0; i < fds.size(); ++i) set[i] = {fds[i], POLLIN, 0};
     for (;;) {
-        const int rc = syscalls().poll(set.data(), set.size(), poll_timeout(deadline));
+        const int rc = syscalls().poll(set, fds.size(), poll_timeout(deadline));
         if (rc < 0) {
             if (errno == EINTR) continue;
             throw_system_error(errno, "poll");

@@ -252,14 +252,13 @@ public:
             : job_(std::move(job)), engine_(std::move(engine)) {}
         void advance() {
             current_.reset();
-            while (job_->completed.empty()) {
+            while (job_->completed_head == job_->completed.size()) {
                 if (delivered_ == job_->state.size()) return;
                 auto engine = engine_.lock();
                 if (!engine) throw PoolError("coproc::Pool: the pool is gone");
                 engine->step(std::nullopt);
             }
-            const std::size_t i = job_->completed.front();
-            job_->completed.pop_front();
+            const std::size_t i = job_->completed[job_->completed_head++];
             ++delivered_;
             if (job_->state[i] == 2) std::rethrow_exception(job_->errors[i]);
             current_.emplace(i, std::move(job_->results[i]));

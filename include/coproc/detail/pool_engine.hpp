@@ -46,7 +46,10 @@ struct PoolJob {
     std::vector<std::exception_ptr> errors;
     std::size_t done = 0;
     std::size_t failed = 0;
-    std::deque<std::size_t> completed;  // indices in completion order (map_unordered)
+    // Indices in completion order (map_unordered), read from completed_head
+    // on. A vector: a std::deque allocates even when empty, per submit.
+    std::vector<std::size_t> completed;
+    std::size_t completed_head = 0;
     bool track_completion = false;
     std::function<void(const PoolProgress&)> progress;
     std::uint64_t chunk = 0;  // a submit's chunk (for cancel)
