@@ -179,7 +179,7 @@ public:
     /// Sends the exception held by `error` (non-std exceptions as "unknown exception").
     void send_error(std::exception_ptr error) {
         try {
-            std::rethrow_exception(error);
+            std::rethrow_exception(std::move(error));
         } catch (const std::exception& e) {
             send_error(e);
         } catch (...) {

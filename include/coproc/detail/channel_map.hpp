@@ -22,7 +22,8 @@ struct CachedPtr {
         return *this;
     }
     CachedPtr(const CachedPtr&) noexcept {}  // a copy caches nothing
-    CachedPtr& operator=(const CachedPtr&) noexcept {
+    // Self-assignment is harmless: it only drops the cache.
+    CachedPtr& operator=(const CachedPtr&) noexcept {  // NOLINT(bugprone-unhandled-self-assignment)
         ptr = nullptr;
         return *this;
     }
