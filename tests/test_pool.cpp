@@ -298,7 +298,9 @@ TEST_CASE("a task past task_timeout fails with Timeout; its worker is replaced; 
     auto fine = pool.submit(5);
     CHECK_THROWS_AS(hung.get(30s), coproc::Timeout);
     CHECK(fine.get(30s) == 5);
-    CHECK(pool.stats().restarts == 1);
+    // The worker held both: the first kill cannot tell which one hung, so
+    // each runs again alone, and the one that hangs is killed again.
+    CHECK(pool.stats().restarts == 2);
     // In a map, the chunk is split and the hanging task times out alone.
     std::vector<int> in{1, 2, 0, 3};
     std::size_t timeouts = 0;
@@ -391,7 +393,10 @@ TEST_CASE("replacements are forked by the fork server, safe while the host runs 
     stop = true;
     noisy.join();
     CHECK(died == 5);  // each poison task, after its retries
-    CHECK(pool.stats().restarts == 5 * 6);
+    // Each poison task killed up to six workers (its runs); a death may count
+    // a retry for several tasks a worker held, so some needed fewer.
+    CHECK(pool.stats().restarts >= 5 * 5 + 1);
+    CHECK(pool.stats().restarts <= 5 * 6);
     CHECK(parents.submit(0).get(10s) != static_cast<int>(::getpid()));  // the server's child, not ours
 }
 

@@ -15,10 +15,10 @@
 // whatever threads the host runs, since the server, not the host, forks them.
 //
 // Supervision: a worker that dies (a crash, a kill, _exit) is reaped and
-// replaced; the tasks it held go back to the queue, and the one it was
-// running is retried up to max_retries times (a chunk of several tasks is
-// split so a poison task fails alone), then fails with WorkerDied. A task
-// running past task_timeout has its worker killed and fails with Timeout.
+// replaced; each task it held is retried alone (so a poison task fails
+// alone), up to max_retries times, then fails with WorkerDied. A worker
+// silent past task_timeout per task it holds is killed; the task that hangs
+// fails with Timeout.
 // More than max_restarts restarts within restart_period and the pool gives
 // up: every pending and later task fails with PoolError naming the last exit
 // statuses. A task's exception is that task's failure only.

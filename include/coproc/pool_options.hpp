@@ -35,10 +35,10 @@ public:
 struct PoolOptions {
     /// Worker processes; 0: the CPUs this process may run on.
     std::size_t workers = 0;
-    /// Times a task is run again after its worker died under it.
+    /// Times a task is run again after a worker that held it died.
     std::size_t max_retries = 2;
-    /// A task running longer than this has its worker killed and fails
-    /// with Timeout; 0: no limit. (A chunk of n tasks may run n times as long.)
+    /// A worker silent for this long per task it holds is killed; the task
+    /// that hangs fails with Timeout. 0: no limit.
     std::chrono::milliseconds task_timeout{0};
     /// More than max_restarts worker restarts within restart_period and the
     /// pool gives up.

@@ -93,6 +93,7 @@ class PoolEngine final : public PoolEngineBase {
         double priority = no_priority;
         std::uint64_t seq = 0;
         std::size_t retries = 0;
+        bool quarantined = false;  // held by a worker that died: runs alone until it succeeds
         std::shared_ptr<Job> job;
         std::size_t first = 0;  // the index of its first task in the job
     };
@@ -103,8 +104,9 @@ class PoolEngine final : public PoolEngineBase {
         FdRegistration side_registration;  // ...and its side channel (spawn mode)
         std::deque<std::uint64_t> held;    // chunks sent, oldest (running) first
         std::size_t held_tasks = 0;
-        Clock::time_point head_started{};  // when the oldest held chunk started running
-        bool retiring = false;             // it said its last answer (max_tasks_per_worker)
+        Clock::time_point last_progress{};  // its last answer, or when it got work while idle
+        bool isolating = false;             // it holds one quarantined chunk, and nothing else
+        bool retiring = false;              // it said its last answer (max_tasks_per_worker)
         std::uint64_t served = 0;
     };
     // The worker's entry point, run in a process the fork server forked.
@@ -312,10 +314,11 @@ private:
         throw SpawnError(fmt::format("coproc::Pool: worker {} did not start: {} ({})", w.pid, why, status.describe()));
     }
 
-    // When the chunk worker `w` runs times out: task_timeout per task.
+    // When worker `w` has taken too long: task_timeout for each task it
+    // holds, counted from its last answer.
     [[nodiscard]] Clock::time_point head_due(const Worker& w) const {
-        const auto n = static_cast<long>(chunks_.at(w.held.front()).request.tasks.size());
-        return w.head_started + std::chrono::duration_cast<Clock::duration>(options_.task_timeout) * n;
+        return w.last_progress +
+               std::chrono::duration_cast<Clock::duration>(options_.task_timeout) * static_cast<long>(w.held_tasks);
     }
 
     [[nodiscard]] std::size_t held_total() const noexcept {
@@ -328,22 +331,25 @@ private:
         if (pending_.empty() || broken_ || closed_) return;
         outbox_.assign(workers_.size(), {});
         while (!pending_.empty()) {
+            const auto [priority, seq, id] = *pending_.begin();
+            Chunk& c = chunks_.at(id);
+            // A quarantined chunk goes to an idle worker, alone: if that
+            // worker dies, this chunk did it.
             Worker* best = nullptr;
             std::size_t best_index = 0;
             for (std::size_t i = 0; i < workers_.size(); ++i) {
                 Worker& w = workers_[i];
-                if (!w.messenger || w.retiring) continue;
-                if (w.held.size() >= 2 && w.held_tasks >= options_.window) continue;
+                if (!w.messenger || w.retiring || w.isolating) continue;
+                if (c.quarantined ? !w.held.empty() : (w.held.size() >= 2 && w.held_tasks >= options_.window)) continue;
                 if (best == nullptr || w.held_tasks < best->held_tasks) {
                     best = &w;
                     best_index = i;
                 }
             }
-            if (best == nullptr) break;
-            const auto [priority, seq, id] = *pending_.begin();
+            if (best == nullptr) break;  // strict priority order: nothing overtakes it
             pending_.erase(pending_.begin());
-            Chunk& c = chunks_.at(id);
-            if (best->held.empty()) best->head_started = Clock::now();
+            if (best->held.empty()) best->last_progress = Clock::now();
+            best->isolating = c.quarantined;
             best->held.push_back(id);
             best->held_tasks += c.request.tasks.size();
             outbox_[best_index].push_back(std::cref(c.request));
@@ -381,7 +387,8 @@ private:
         Chunk& c = node.mapped();
         w.held.pop_front();
         w.held_tasks -= c.request.tasks.size();
-        w.head_started = Clock::now();
+        w.last_progress = Clock::now();
+        if (w.held.empty()) w.isolating = false;
         w.served += c.request.tasks.size();
         if (answer.last) w.retiring = true;
         if (answer.results.size() != c.request.tasks.size() || answer.failed.size() != answer.errors.size())
@@ -414,13 +421,15 @@ private:
     }
 
     // Worker `w` is gone (or going): reap it, put its chunks back, replace
-    // it. `head_ran`: the oldest chunk it held was running (not when a
-    // timeout already failed that one).
-    void lost(Worker& w, bool head_ran = true) {
+    // it. A worker answers a batch of chunks at once, so when it dies we do
+    // not know which of the chunks it held it was running: each counts a
+    // retry and is split into single tasks that run alone (quarantined), so
+    // a poison task then kills only workers that hold nothing else.
+    void lost(Worker& w) {
         if (!w.messenger) return;
         // Answers it sent before it went count (a send to it may fail
-        // before we read them): they settle which chunk it was running and
-        // whether it left as planned.
+        // before we read them): they settle what it still held and whether
+        // it left as planned.
         try {
             for (Message& answer : w.messenger->receive_available()) take_answer(w, answer);
         } catch (const std::exception&) {
@@ -437,19 +446,17 @@ private:
         w.registration.reset();
         w.side_registration.reset();
         const long pid = w.pid;
-        // The chunk it was running counts a retry (unless it exited as
-        // planned); the ones behind it never started.
-        bool head = !planned && head_ran;
+        // Left as planned: what it held never started. Otherwise every chunk
+        // it held is a suspect.
         for (const std::uint64_t id : w.held) {
-            if (head) {
-                retry(id, pid, status);
-                head = false;
-            } else {
+            if (planned)
                 requeue(id);
-            }
+            else
+                retry(id, pid, status);
         }
         w.held.clear();
         w.held_tasks = 0;
+        w.isolating = false;
         if (broken_ || closed_) return;
         if (planned) {
             ++stats_.recycled;
@@ -467,23 +474,21 @@ private:
         } catch (const std::exception&) {
             // the server is gone: lost() gives up below
         }
-        Chunk& c = chunks_.at(id);
-        if (c.request.tasks.size() == 1) {
+        if (w.held.size() == 1 && chunks_.at(id).request.tasks.size() == 1) {
+            // The one task it held: that one hung.
             w.held.pop_front();
-            w.held_tasks -= 1;
+            w.held_tasks = 0;
             fail_chunk(id, std::make_exception_ptr(Timeout(fmt::format(
                                "coproc::Pool: the task ran longer than task_timeout ({} ms); worker {} was killed",
                                options_.task_timeout.count(), pid))));
-            lost(w, false);
-            return;
         }
-        // A chunk of several is split by retry() (as for a death), so the
-        // task that hangs times out alone.
-        lost(w, true);
+        // Several: which one hung is not known. They are retried alone (as
+        // after a death), and the one that hangs times out alone.
+        lost(w);
     }
 
-    // The chunk a dead worker was running: again (split into single tasks,
-    // so a poison task fails alone) or failed with WorkerDied.
+    // A chunk a dead worker held: again (split into single tasks, each to
+    // run alone) or, past max_retries, failed with WorkerDied.
     void retry(std::uint64_t id, long pid, const ExitStatus& status) {
         auto node = chunks_.extract(id);
         Chunk& c = node.mapped();
@@ -502,6 +507,7 @@ private:
             part.priority = c.priority;
             part.seq = c.seq;  // keeps its place among its peers
             part.retries = c.retries + 1;
+            part.quarantined = true;
             part.job = c.job;
             part.first = c.first + i;
             pending_.emplace(part.priority, part.seq, nid);

@@ -59,12 +59,15 @@ int serve_pool(MultiMessenger<PoolMessage<Task, Result>>& m, F& fn, const std::f
         m.send_norequest(ready);
     }
     std::size_t served = 0;
+    std::vector<Message> answers;
     for (;;) {
-        // Each chunk is answered as soon as it is done, never held back for
-        // the rest of the batch: the host must know which chunk a worker
-        // that dies was running (the oldest it has no answer for).
+        // A batch is answered at once, in one write: the host does not need
+        // to know which chunk a worker that dies was running (it retries
+        // each chunk that worker held alone).
+        answers.clear();
+        bool last = false;
         for (Message& in : m.receive_available_blocking()) {
-            Message out;
+            Message& out = answers.emplace_back();
             out.chunk = in.chunk;
             out.kind = PoolMessageKind::results;
             out.results.resize(in.tasks.size());
@@ -80,10 +83,14 @@ int serve_pool(MultiMessenger<PoolMessage<Task, Result>>& m, F& fn, const std::f
                 }
             }
             served += in.tasks.size();
-            out.last = max_tasks != 0 && served >= max_tasks;
-            m.send_norequest(out);
-            if (out.last) return 0;  // the chunks after it go back to the host's queue
+            if (max_tasks != 0 && served >= max_tasks) {
+                out.last = true;
+                last = true;
+                break;  // the chunks after it go back to the host's queue
+            }
         }
+        m.send_norequest_multiple(answers);
+        if (last) return 0;
     }
 }
 
