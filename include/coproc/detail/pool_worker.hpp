@@ -11,6 +11,7 @@
 // its last answer and exits.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -60,12 +61,17 @@ int serve_pool(MultiMessenger<PoolMessage<Task, Result>>& m, F& fn, const std::f
     }
     std::size_t served = 0;
     std::vector<Message> answers;
+    // Answers wait to travel together while they come fast (many small
+    // tasks: one write for all); once a millisecond of work has passed they
+    // go at once, so the host sees slow tasks finish and keeps every worker
+    // busy to the end. (The host does not need an answer per chunk to know
+    // what a worker that dies was running: it retries each chunk that
+    // worker held, alone.)
+    constexpr auto hold_at_most = std::chrono::milliseconds(1);
     for (;;) {
-        // A batch is answered at once, in one write: the host does not need
-        // to know which chunk a worker that dies was running (it retries
-        // each chunk that worker held alone).
         answers.clear();
         bool last = false;
+        auto last_sent = std::chrono::steady_clock::now();
         for (Message& in : m.receive_available_blocking()) {
             Message& out = answers.emplace_back();
             out.chunk = in.chunk;
@@ -87,6 +93,11 @@ int serve_pool(MultiMessenger<PoolMessage<Task, Result>>& m, F& fn, const std::f
                 out.last = true;
                 last = true;
                 break;  // the chunks after it go back to the host's queue
+            }
+            if (const auto now = std::chrono::steady_clock::now(); now - last_sent >= hold_at_most) {
+                m.send_norequest_multiple(answers);
+                answers.clear();
+                last_sent = now;
             }
         }
         m.send_norequest_multiple(answers);
