@@ -40,10 +40,16 @@ namespace coproc::detail {
 // Where a group of tasks' results go: one submit's, or one map's.
 template <class Result>
 struct PoolJob {
-    explicit PoolJob(std::size_t n) : results(n), state(n, 0), errors(n) {}
+    explicit PoolJob(std::size_t n) : results(n), state(n, 0) {}
     std::vector<Result> results;
     std::vector<std::uint8_t> state;  // 0 pending, 1 done, 2 failed
+    // One per task once a task failed; empty before (a map's buffers are
+    // fresh memory, and every page of it costs a fault).
     std::vector<std::exception_ptr> errors;
+    void set_error(std::size_t i, std::exception_ptr e) {
+        if (errors.empty()) errors.resize(state.size());
+        errors[i] = std::move(e);
+    }
     std::size_t done = 0;
     std::size_t failed = 0;
     // Indices in completion order (map_unordered), read from completed_head
@@ -398,7 +404,7 @@ private:
         for (std::size_t i = 0; i < answer.results.size(); ++i) {
             const std::size_t at = c.first + i;
             if (next_failed < answer.failed.size() && answer.failed[next_failed] == i) {
-                job.errors[at] = error_of(answer.errors[next_failed]);
+                job.set_error(at, error_of(answer.errors[next_failed]));
                 ++next_failed;
                 job.state[at] = 2;
                 ++stats_.failed;
@@ -575,7 +581,7 @@ private:
             const std::size_t at = c.first + i;
             if (job.state[at] != 0) continue;
             job.state[at] = 2;
-            job.errors[at] = error;
+            job.set_error(at, error);
             ++stats_.failed;
             job.finish(at, false);
         }
