@@ -1,6 +1,8 @@
 // The pool's two ways of starting workers (see pool_launcher.hpp).
 #include "coproc/detail/pool_launcher.hpp"
 
+#include "coproc/detail/fork_server.hpp"
+
 #include <cstdlib>
 #include <string>
 

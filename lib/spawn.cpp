@@ -128,8 +128,8 @@ std::unique_ptr<ChildProcess> spawn_process(const std::string& path, const std::
     // removed it already), then `env` and the child's COPROC_WORKER.
     std::string ours = fmt::format("{}=1:{}:{}:{}", env_name, ::getpid(), settings.parent_death_signal,
                                    exit_write ? exit_fd_number : -1);
-    MessengerOptions options = settings.messenger;
-    for_each_option(options, [&ours](std::size_t value) { fmt::format_to(std::back_inserter(ours), ":{}", value); });
+    for_each_option(settings.messenger,
+                    [&ours](std::size_t value) { fmt::format_to(std::back_inserter(ours), ":{}", value); });
     std::vector<char*> envp;
     for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
         const std::string_view name = name_of(*e);

@@ -42,6 +42,7 @@
 #include "coproc/codec.hpp"
 #include "coproc/detail/frame.hpp"
 #include "coproc/detail/link.hpp"
+#include "coproc/detail/pull_iterator.hpp"
 #include "coproc/error.hpp"
 #include "coproc/messenger_options.hpp"
 #include "coproc/priority.hpp"
@@ -424,28 +425,8 @@ public:
     /// The range returned by receive_remaining. Single pass; the messenger must outlive it.
     class RemainingRange {
     public:
-        class iterator {
-        public:
-            using value_type = Msg;
-            using difference_type = std::ptrdiff_t;
-            using iterator_concept = std::input_iterator_tag;
-
-            iterator() = default;
-            explicit iterator(RemainingRange* range) : range_(range) {}
-            Msg& operator*() const { return *range_->current_; }
-            Msg* operator->() const { return &*range_->current_; }
-            /// Blocks for the next message (or ends the range).
-            iterator& operator++() {
-                range_->advance();
-                return *this;
-            }
-            void operator++(int) { ++*this; }
-            friend bool operator==(const iterator& it, std::default_sentinel_t) noexcept { return it.at_end(); }
-
-        private:
-            [[nodiscard]] bool at_end() const noexcept { return range_ == nullptr || !range_->current_.has_value(); }
-            RemainingRange* range_ = nullptr;
-        };
+        /// ++ blocks for the next message (or ends the range).
+        using iterator = detail::PullIterator<RemainingRange, Msg>;
 
         RemainingRange(BasicMessenger& messenger, Channel channel, std::optional<Duration> timeout)
             : messenger_(&messenger), channel_(std::move(channel)), timeout_(timeout) {}
@@ -458,7 +439,7 @@ public:
         std::default_sentinel_t end() const noexcept { return {}; }
 
     private:
-        friend class iterator;
+        friend iterator;
         void advance() {
             current_.reset();
             if (messenger_->remaining(channel_) <= 0) return;

@@ -53,6 +53,7 @@
 
 #include "coproc/detail/pool_engine.hpp"
 #include "coproc/detail/pool_launcher.hpp"
+#include "coproc/detail/pull_iterator.hpp"
 #include "coproc/detail/spawn.hpp"
 #include "coproc/error.hpp"
 #include "coproc/pool_options.hpp"
@@ -117,7 +118,7 @@ public:
         one.push_back(std::move(task));
         auto job = std::make_shared<Job>(1);
         job->chunk = engine_->enqueue(job, 0, std::move(one), priority);
-        engine_->dispatch_now();  // results are taken in by the calls that wait
+        engine_->dispatch();  // results are taken in by the calls that wait
         return Future(std::move(job), engine_);
     }
 
@@ -191,8 +192,7 @@ public:
         /// TaskCancelled. False if it runs or ran.
         bool cancel() {
             auto engine = engine_.lock();
-            if (!engine || job_->complete() || !engine->cancel(job_->chunk)) return false;
-            return true;
+            return engine && !job_->complete() && engine->cancel(job_->chunk);
         }
 
     private:
@@ -217,27 +217,9 @@ public:
     /// The range map_unordered returns: single pass.
     class UnorderedRange {
     public:
-        class iterator {
-        public:
-            using value_type = std::pair<std::size_t, Result>;
-            using difference_type = std::ptrdiff_t;
-            using iterator_concept = std::input_iterator_tag;
-            iterator() = default;
-            explicit iterator(UnorderedRange* range) : range_(range) {}
-            value_type& operator*() const { return *range_->current_; }
-            value_type* operator->() const { return &*range_->current_; }
-            /// Blocks for the next result; throws a failed task's exception.
-            iterator& operator++() {
-                range_->advance();
-                return *this;
-            }
-            void operator++(int) { ++*this; }
-            friend bool operator==(const iterator& it, std::default_sentinel_t) noexcept { return it.at_end(); }
-
-        private:
-            [[nodiscard]] bool at_end() const noexcept { return range_ == nullptr || !range_->current_.has_value(); }
-            UnorderedRange* range_ = nullptr;
-        };
+        /// ++ blocks for the next result; advancing onto a failed task
+        /// throws its exception, advancing again goes on.
+        using iterator = detail::PullIterator<UnorderedRange, std::pair<std::size_t, Result>>;
 
         iterator begin() {
             advance();
@@ -247,7 +229,7 @@ public:
 
     private:
         friend class Pool;
-        friend class iterator;
+        friend iterator;
         UnorderedRange(std::shared_ptr<Job> job, std::weak_ptr<detail::PoolEngineBase> engine)
             : job_(std::move(job)), engine_(std::move(engine)) {}
         void advance() {

@@ -111,7 +111,6 @@ class PoolEngine final : public PoolEngineBase {
         std::deque<std::uint64_t> held;    // chunks sent, oldest (running) first
         std::size_t held_tasks = 0;
         Clock::time_point last_progress{};  // its last answer, or when it got work while idle
-        bool isolating = false;             // it holds one quarantined chunk, and nothing else
         bool retiring = false;              // it said its last answer (max_tasks_per_worker)
         std::uint64_t served = 0;
     };
@@ -201,8 +200,43 @@ public:
         return job;
     }
 
-    // Hands pending chunks to the workers that have room (no waiting).
-    void dispatch_now() { dispatch(); }
+    // Hands pending chunks, lowest priority first, to the workers that have
+    // room. Never waits for an answer; blocks only while a socket is full.
+    void dispatch() {
+        if (pending_.empty() || broken_ || closed_) return;
+        outbox_.assign(workers_.size(), {});
+        while (!pending_.empty()) {
+            const auto [priority, seq, id] = *pending_.begin();
+            Chunk& c = chunks_.at(id);
+            // A quarantined chunk goes to an idle worker, alone: if that
+            // worker dies, this chunk did it.
+            Worker* best = nullptr;
+            std::size_t best_index = 0;
+            for (std::size_t i = 0; i < workers_.size(); ++i) {
+                Worker& w = workers_[i];
+                if (!w.messenger || w.retiring || isolating(w)) continue;
+                if (c.quarantined ? !w.held.empty() : (w.held.size() >= 2 && w.held_tasks >= options_.window)) continue;
+                if (best == nullptr || w.held_tasks < best->held_tasks) {
+                    best = &w;
+                    best_index = i;
+                }
+            }
+            if (best == nullptr) break;  // strict priority order: nothing overtakes it
+            pending_.erase(pending_.begin());
+            if (best->held.empty()) best->last_progress = Clock::now();
+            best->held.push_back(id);
+            best->held_tasks += c.request.tasks.size();
+            outbox_[best_index].push_back(std::cref(c.request));
+        }
+        for (std::size_t i = 0; i < workers_.size(); ++i) {
+            if (outbox_[i].empty()) continue;
+            try {
+                workers_[i].messenger->send_norequest_multiple(outbox_[i]);
+            } catch (const ChannelClosed&) {
+                lost(workers_[i]);  // it died: its chunks go back to the queue
+            }
+        }
+    }
 
     bool cancel(std::uint64_t chunk) override {
         auto it = chunks_.find(chunk);
@@ -221,7 +255,7 @@ public:
         if (options_.task_timeout.count() > 0) {
             for (const auto& w : workers_) {
                 if (w.held.empty() || !w.messenger) continue;
-                const auto due = head_due(w);
+                const auto due = timeout_at(w);
                 if (!wake || due < *wake) wake = due;
             }
         }
@@ -235,7 +269,7 @@ public:
             const auto now = Clock::now();
             for (auto& w : workers_) {
                 if (w.held.empty() || !w.messenger) continue;
-                if (now >= head_due(w)) timed_out(w);
+                if (now >= timeout_at(w)) timed_out(w);
             }
         }
         dispatch();
@@ -265,18 +299,11 @@ public:
 private:
     [[noreturn]] static void worker_main(void* raw, int fd) noexcept {
         auto& ctx = *static_cast<WorkerContext*>(raw);
-        int code = 1;
-        try {
-            Messenger m(UniqueFd(fd), ctx.options->worker.messenger);
-            auto run = [&ctx](Messenger& messenger) {
-                return serve_pool<Task, Result>(messenger, *ctx.fn, ctx.options->initializer,
-                                                ctx.options->max_tasks_per_worker);
-            };
-            code = run_target(m, run);
-        } catch (...) {
-            code = 1;
-        }
-        child_exit(code);
+        auto run = [&ctx](Messenger& messenger) {
+            return serve_pool<Task, Result>(messenger, *ctx.fn, ctx.options->initializer,
+                                            ctx.options->max_tasks_per_worker);
+        };
+        child_exit(serve_as_worker<Messenger>(LinkEnd{UniqueFd(fd), {}}, ctx.options->worker.messenger, run));
     }
 
     // Starts a worker and builds its messenger.
@@ -322,7 +349,7 @@ private:
 
     // When worker `w` has taken too long: task_timeout for each task it
     // holds, counted from its last answer.
-    [[nodiscard]] Clock::time_point head_due(const Worker& w) const {
+    [[nodiscard]] Clock::time_point timeout_at(const Worker& w) const {
         return w.last_progress +
                std::chrono::duration_cast<Clock::duration>(options_.task_timeout) * static_cast<long>(w.held_tasks);
     }
@@ -333,41 +360,10 @@ private:
         return n;
     }
 
-    void dispatch() {
-        if (pending_.empty() || broken_ || closed_) return;
-        outbox_.assign(workers_.size(), {});
-        while (!pending_.empty()) {
-            const auto [priority, seq, id] = *pending_.begin();
-            Chunk& c = chunks_.at(id);
-            // A quarantined chunk goes to an idle worker, alone: if that
-            // worker dies, this chunk did it.
-            Worker* best = nullptr;
-            std::size_t best_index = 0;
-            for (std::size_t i = 0; i < workers_.size(); ++i) {
-                Worker& w = workers_[i];
-                if (!w.messenger || w.retiring || w.isolating) continue;
-                if (c.quarantined ? !w.held.empty() : (w.held.size() >= 2 && w.held_tasks >= options_.window)) continue;
-                if (best == nullptr || w.held_tasks < best->held_tasks) {
-                    best = &w;
-                    best_index = i;
-                }
-            }
-            if (best == nullptr) break;  // strict priority order: nothing overtakes it
-            pending_.erase(pending_.begin());
-            if (best->held.empty()) best->last_progress = Clock::now();
-            best->isolating = c.quarantined;
-            best->held.push_back(id);
-            best->held_tasks += c.request.tasks.size();
-            outbox_[best_index].push_back(std::cref(c.request));
-        }
-        for (std::size_t i = 0; i < workers_.size(); ++i) {
-            if (outbox_[i].empty()) continue;
-            try {
-                workers_[i].messenger->send_norequest_multiple(outbox_[i]);
-            } catch (const ChannelClosed&) {
-                lost(workers_[i]);  // it died: its chunks go back to the queue
-            }
-        }
+    // True while `w` runs a quarantined chunk: it was given that chunk
+    // alone, and gets nothing else until it answers.
+    [[nodiscard]] bool isolating(const Worker& w) const {
+        return !w.held.empty() && chunks_.at(w.held.front()).quarantined;
     }
 
     // Takes in what worker `w` sent; handles its exit.
@@ -394,7 +390,6 @@ private:
         w.held.pop_front();
         w.held_tasks -= c.request.tasks.size();
         w.last_progress = Clock::now();
-        if (w.held.empty()) w.isolating = false;
         w.served += c.request.tasks.size();
         if (answer.last) w.retiring = true;
         if (answer.results.size() != c.request.tasks.size() || answer.failed.size() != answer.errors.size())
@@ -462,7 +457,6 @@ private:
         }
         w.held.clear();
         w.held_tasks = 0;
-        w.isolating = false;
         if (broken_ || closed_) return;
         if (planned) {
             ++stats_.recycled;

@@ -8,7 +8,6 @@
 
 #include "coproc/detail/child_process.hpp"
 #include "coproc/detail/deadline.hpp"
-#include "coproc/detail/fork_server.hpp"
 #include "coproc/detail/link.hpp"
 #include "coproc/detail/spawn.hpp"
 #include "coproc/error.hpp"
