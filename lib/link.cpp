@@ -245,6 +245,20 @@ void Link::deliver_from_slot(FrameSink& sink, const FrameView& frame) {
     sink.on_frame(view);
 }
 
+bool Link::readable_now() {
+    if (!hello_seen_ && !eof_) {
+        // The handshake is no message: take it here, so that it never counts.
+        if (!reader_.has_complete()) {
+            const long n = reader_.fill(fd_.get());
+            if (n == 0) eof_ = dry_ = true;
+        }
+        if (reader_.has_complete())
+            if (auto frame = reader_.next()) handle_hello(*frame);
+    }
+    if (reader_.has_complete() || eof_) return true;
+    return wait_readable(fd_.get(), -1, Clock::now()) != ready_none;
+}
+
 bool Link::wait(Deadline deadline) {
     if (peer_gone()) return true;
     const bool watching = !watch_fired_ && watch_ != nullptr;

@@ -3,7 +3,7 @@
 //   try {
 //       auto reply = w.messenger().receive_blocking(channel, 2s);
 //   } catch (const coproc::WorkerDied& e) {      // the worker is gone
-//       fmt::print("{}\n", e.status());          // ExitStatus(signaled, signal=9 SIGKILL)
+//       fmt::print("{}\n", e.status());          // ExitStatus(signaled, signal=9)
 //   } catch (const coproc::Timeout&) {           // nothing within 2 s
 //   }
 //
@@ -161,7 +161,7 @@ void register_exception() {
 
 }  // namespace coproc
 
-/// ExitStatus(exited, code=0) / ExitStatus(signaled, signal=9 SIGKILL)
+/// ExitStatus(exited, code=0) / ExitStatus(signaled, signal=9)
 template <>
 struct fmt::formatter<coproc::ExitStatus> : fmt::formatter<std::string_view> {
     template <class Ctx>

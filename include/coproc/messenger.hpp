@@ -29,6 +29,7 @@
 #include <exception>
 #include <iterator>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <typeinfo>
@@ -40,6 +41,7 @@
 #include "coproc/blob.hpp"
 #include "coproc/channel.hpp"
 #include "coproc/codec.hpp"
+#include "coproc/data_message.hpp"
 #include "coproc/detail/frame.hpp"
 #include "coproc/detail/link.hpp"
 #include "coproc/detail/pull_iterator.hpp"
@@ -48,6 +50,7 @@
 #include "coproc/priority.hpp"
 #include "coproc/queue.hpp"
 #include "coproc/request_ctr.hpp"
+#include "coproc/unique_fd.hpp"
 
 namespace coproc {
 
@@ -59,6 +62,7 @@ struct QueuedFrame {
     QueuedFrame() noexcept {}  // NOLINT(modernize-use-equals-default)
     Bytes bytes;               // the payload (large frames: channel name, then payload)
     std::uint32_t offset = 0;  // where the payload starts in `bytes`
+    bool request_reply = false;
     bool is_reply = false;
     [[nodiscard]] std::string_view payload() const noexcept { return bytes.view().substr(offset); }
 };
@@ -91,9 +95,11 @@ public:
         : link_(std::move(end.stream), std::move(end.side), detail::type_fingerprint<Msg>,
                 messenger_options.max_frame_size,
                 {messenger_options.shared_memory_threshold, messenger_options.shared_memory_limit}) {}
-    /// A bare connected stream socket: the same, without the shared-memory
-    /// path (large payloads go through the socket; so must the peer's).
-    explicit BasicMessenger(detail::UniqueFd fd, MessengerOptions messenger_options = {})
+    /// A connected stream socket you made (AF_UNIX socketpair, an accepted
+    /// connection; the messenger owns it now): the same, without the
+    /// shared-memory path (large payloads go through the socket; so must the
+    /// peer's). The peer must be a coproc messenger of the same Msg.
+    explicit BasicMessenger(UniqueFd fd, MessengerOptions messenger_options = {})
         : BasicMessenger(detail::LinkEnd{std::move(fd), {}}, messenger_options) {}
 
     BasicMessenger(BasicMessenger&&) noexcept = default;
@@ -136,6 +142,16 @@ public:
     }
     void send_reply(const Msg& message, const Channel& channel, Duration timeout) {
         send_data(detail::FrameKind::reply, message, channel, detail::deadline_after(timeout));
+    }
+    /// Python's common path of the three above: request_reply makes it a
+    /// request, is_reply a reply, neither a plain message. Both at once
+    /// throws std::invalid_argument (the wire has no such message).
+    void send_data_message(const Msg& payload, bool request_reply, bool is_reply, const Channel& channel = {}) {
+        send_data(data_kind(request_reply, is_reply), payload, channel, std::nullopt);
+    }
+    void send_data_message(const Msg& payload, bool request_reply, bool is_reply, const Channel& channel,
+                           Duration timeout) {
+        send_data(data_kind(request_reply, is_reply), payload, channel, detail::deadline_after(timeout));
     }
     /// One request per element, written with one system call (batch API).
     template <class Range>
@@ -206,7 +222,7 @@ public:
     /// before the first pop).
     [[nodiscard]] std::vector<Msg> receive_available(const Channel& channel = {}) {
         drain();
-        return take_available(channel);
+        return take_available<Msg>(channel);
     }
 
     /// Blocks until at least one message is queued on `channel`, then
@@ -218,20 +234,22 @@ public:
     /// gone and nothing is queued, Timeout (timed forms), control frames.
     [[nodiscard]] std::vector<Msg> receive_available_blocking(const Channel& channel = {}) {
         wait_queued(channel, std::nullopt);
-        return take_available(channel);
+        return take_available<Msg>(channel);
     }
     [[nodiscard]] std::vector<Msg> receive_available_blocking(const Channel& channel, Duration timeout) {
         wait_queued(channel, detail::deadline_after(timeout));
-        return take_available(channel);
+        return take_available<Msg>(channel);
     }
     [[nodiscard]] std::vector<Msg> receive_available_blocking(Duration timeout) {
         return receive_available_blocking(Channel{}, timeout);
     }
 
 private:
-    // Pops every message queued on `channel` (no drain).
-    std::vector<Msg> take_available(const Channel& channel) {
-        std::vector<Msg> out;
+    // Pops every message queued on `channel` (no drain), as payloads (Item =
+    // Msg) or with their flags (Item = DataMessage<Msg>).
+    template <class Item>
+    std::vector<Item> take_available(const Channel& channel) {
+        std::vector<Item> out;
         const std::size_t n = queue_.size(channel);
         out.reserve(n);
         // One queue lookup and one counter update for the whole batch (a
@@ -243,7 +261,7 @@ private:
             ~CountOnExit() { ctr.count_received(channel, taken, replies); }
         } count{ctr_, channel};
         queue_.consume(channel, n, [&](detail::QueuedFrame& frame) {
-            take_into(frame, out.emplace_back());  // decoded in place: no copy out
+            take_item(frame, channel, out.emplace_back());  // decoded in place: no copy out
             ++count.taken;
             count.replies += frame.is_reply ? 1 : 0;
         });
@@ -265,7 +283,10 @@ public:
         return pop_from_queue(channel);
     }
 
-    class RemainingRange;
+    template <class Item>
+    class BasicRemainingRange;
+    using RemainingRange = BasicRemainingRange<Msg>;
+    using RemainingMessagesRange = BasicRemainingRange<DataMessage<Msg>>;
     /// Lazy input range: each step blocks for the next message on `channel`
     /// (replies and any other data on it, as in Python) while remaining(channel) > 0.
     [[nodiscard]] RemainingRange receive_remaining(const Channel& channel = {}) {
@@ -278,7 +299,55 @@ public:
 
     /// No I/O. Pops and decodes the next queued message of `channel`.
     /// Throws std::out_of_range if none is queued, ProtocolError if it does not decode.
-    [[nodiscard]] Msg pop_from_queue(const Channel& channel = {}) {
+    [[nodiscard]] Msg pop_from_queue(const Channel& channel = {}) { return pop_item<Msg>(channel); }
+
+    // ---- the message level (Python's *_message calls): each hands out a
+    // DataMessage, the payload with its request/reply flags and channel, and
+    // otherwise behaves exactly as the payload call of the same name.
+
+    /// As receive_blocking. Throws the same.
+    [[nodiscard]] DataMessage<Msg> receive_message_blocking(const Channel& channel = {}) {
+        wait_queued(channel, std::nullopt);
+        return pop_item<DataMessage<Msg>>(channel);
+    }
+    [[nodiscard]] DataMessage<Msg> receive_message_blocking(const Channel& channel, Duration timeout) {
+        wait_queued(channel, detail::deadline_after(timeout));
+        return pop_item<DataMessage<Msg>>(channel);
+    }
+    [[nodiscard]] DataMessage<Msg> receive_message_blocking(Duration timeout) {
+        return receive_message_blocking(Channel{}, timeout);
+    }
+    /// As receive_available: never blocks.
+    [[nodiscard]] std::vector<DataMessage<Msg>> receive_available_messages(const Channel& channel = {}) {
+        drain();
+        return take_available<DataMessage<Msg>>(channel);
+    }
+    /// As try_receive: never blocks.
+    [[nodiscard]] std::optional<DataMessage<Msg>> try_receive_message(const Channel& channel = {}) {
+        drain();
+        if (queue_.empty(channel)) return std::nullopt;
+        return pop_item<DataMessage<Msg>>(channel);
+    }
+    /// As receive_remaining: a lazy range while remaining(channel) > 0.
+    [[nodiscard]] RemainingMessagesRange receive_remaining_messages(const Channel& channel = {}) {
+        return {*this, channel, std::nullopt};
+    }
+    [[nodiscard]] RemainingMessagesRange receive_remaining_messages(const Channel& channel, Duration timeout) {
+        return {*this, channel, timeout};
+    }
+    /// As pop_from_queue: no I/O; throws std::out_of_range if none is queued.
+    [[nodiscard]] DataMessage<Msg> pop_message_from_queue(const Channel& channel = {}) {
+        return pop_item<DataMessage<Msg>>(channel);
+    }
+    /// Python's pipe_poll(): never blocks; true if a receive call would read
+    /// something now (a frame is buffered or the socket is readable, which
+    /// includes end of file). Queued messages do not count.
+    [[nodiscard]] bool pipe_poll() { return link_.readable_now(); }
+
+private:
+    // Pops the next queued message of `channel` as Item (Msg or DataMessage<Msg>).
+    template <class Item>
+    Item pop_item(const Channel& channel) {
         detail::QueuedFrame& frame = queue_.front(channel);
         // The frame is consumed even if it does not decode (ProtocolError).
         struct PopOnExit {
@@ -286,12 +355,20 @@ public:
             const Channel& channel;
             ~PopOnExit() { queue.pop(channel); }
         } pop_on_exit{queue_, channel};
-        Msg message{};
-        take_into(frame, message);
+        Item item{};
+        take_item(frame, channel, item);
         ctr_.count_received(channel, frame.is_reply);
-        return message;
+        return item;
     }
 
+    static detail::FrameKind data_kind(bool request_reply, bool is_reply) {
+        if (request_reply && is_reply)
+            throw std::invalid_argument("coproc: send_data_message: a message cannot be both a request and a reply");
+        if (request_reply) return detail::FrameKind::request;
+        return is_reply ? detail::FrameKind::reply : detail::FrameKind::data;
+    }
+
+public:
     // ---- inspection, no I/O.
     [[nodiscard]] std::int64_t remaining(const Channel& channel = {}) const { return ctr_.remaining(channel); }
     [[nodiscard]] std::uint64_t requests_sent(const Channel& channel = {}) const { return ctr_.requests(channel); }
@@ -307,9 +384,16 @@ public:
     [[nodiscard]] detail::Link& link() noexcept { return link_; }
 
 private:
+    // Decodes a queued frame into `out`, default-constructed, with its flags.
+    void take_item(detail::QueuedFrame& frame, const Channel& channel, DataMessage<Msg>& out) {
+        take_item(frame, channel, out.payload);
+        out.request_reply = frame.request_reply;
+        out.is_reply = frame.is_reply;
+        out.channel = channel;
+    }
     // Decodes a queued frame into `out`, a default-constructed message (a
     // Blob adopts the frame's bytes instead); the caller pops the frame.
-    void take_into(detail::QueuedFrame& frame, Msg& out) {
+    void take_item(detail::QueuedFrame& frame, const Channel& /*channel*/, Msg& out) {
         if constexpr (std::is_same_v<Msg, Blob>) {
             // The payload stays where it is (shared memory or its read buffer).
             out = detail::adopt_blob(std::move(frame.bytes), frame.offset);
@@ -329,6 +413,7 @@ private:
             if (frame.owned == nullptr && frame.payload.size() <= detail::Bytes::inline_capacity) {
                 detail::QueuedFrame& queued = queue_.emplace(frame.priority, frame.channel);
                 queued.bytes.assign_inline(frame.payload);
+                queued.request_reply = frame.kind == detail::FrameKind::request;
                 queued.is_reply = is_reply;
                 return;
             }
@@ -345,6 +430,7 @@ private:
             detail::QueuedFrame& queued = queue_.emplace(frame.priority, frame.channel);
             queued.bytes = std::move(bytes);
             queued.offset = offset;
+            queued.request_reply = frame.kind == detail::FrameKind::request;
             queued.is_reply = is_reply;
         }
 
@@ -422,13 +508,16 @@ private:
     RequestCtr ctr_;
 
 public:
-    /// The range returned by receive_remaining. Single pass; the messenger must outlive it.
-    class RemainingRange {
+    /// The range returned by receive_remaining (Item = Msg) and
+    /// receive_remaining_messages (Item = DataMessage<Msg>). Single pass; the
+    /// messenger must outlive it.
+    template <class Item>
+    class BasicRemainingRange {
     public:
         /// ++ blocks for the next message (or ends the range).
-        using iterator = detail::PullIterator<RemainingRange, Msg>;
+        using iterator = detail::PullIterator<BasicRemainingRange, Item>;
 
-        RemainingRange(BasicMessenger& messenger, Channel channel, std::optional<Duration> timeout)
+        BasicRemainingRange(BasicMessenger& messenger, Channel channel, std::optional<Duration> timeout)
             : messenger_(&messenger), channel_(std::move(channel)), timeout_(timeout) {}
 
         /// Blocks for the first message if a request is outstanding.
@@ -443,14 +532,14 @@ public:
         void advance() {
             current_.reset();
             if (messenger_->remaining(channel_) <= 0) return;
-            current_.emplace(timeout_ ? messenger_->receive_blocking(channel_, *timeout_)
-                                      : messenger_->receive_blocking(channel_));
+            messenger_->wait_queued(channel_, timeout_ ? detail::deadline_after(*timeout_) : detail::Deadline{});
+            current_.emplace(messenger_->template pop_item<Item>(channel_));
         }
 
         BasicMessenger* messenger_;
         Channel channel_;
         std::optional<Duration> timeout_;
-        std::optional<Msg> current_;
+        std::optional<Item> current_;
     };
 };
 

@@ -21,8 +21,10 @@ struct MessengerOptions {
     /// it off. Only the sending side's setting matters.
     std::size_t shared_memory_threshold = std::size_t{64} << 10;
     /// The most shared memory one side keeps mapped for its outgoing large
-    /// messages. When every slot is taken (the receiver has not popped them
-    /// yet) and this is reached, large messages go through the socket.
+    /// messages (in at most eight slots). When every slot is held (the
+    /// receiver has not popped them yet) and no new one fits, large messages
+    /// go through the socket, with the socket's back-pressure: a send blocks
+    /// while the socket buffer is full.
     std::size_t shared_memory_limit = std::size_t{512} << 20;
 };
 

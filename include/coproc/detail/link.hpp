@@ -152,6 +152,10 @@ public:
     /// buffered for the next call. Returns the number of data frames delivered.
     std::size_t drain(FrameSink& sink);
 
+    /// Never blocks: true if a complete frame is buffered or the socket is
+    /// readable now (data or end of file).
+    [[nodiscard]] bool readable_now();
+
     /// Blocks until more may be readable, the peer died, or the deadline.
     /// False on deadline. Call drain() and peer_gone() after it.
     [[nodiscard]] bool wait(Deadline deadline);
