@@ -418,3 +418,53 @@ TEST_CASE("messengers format like coproc's repr", "[messenger]") {
     static_assert(!std::is_copy_constructible_v<coproc::PriorityMessenger<int>>);
     static_assert(std::is_nothrow_move_constructible_v<coproc::PriorityMessenger<int>>);
 }
+
+TEST_CASE("a channel per job: state stays bounded on both sides, counters stay right", "[messenger][memory]") {
+    auto [worker, host] = coproc::PriorityMessenger<int>::new_pair();
+    constexpr int jobs = 20000;
+    for (int job = 0; job < jobs; ++job) {
+        const Channel ch(fmt::format("job-{}", job));
+        host.send_request(job, ch);
+        REQUIRE(worker.receive_blocking(ch, 5s) == job);
+        worker.send_reply(job * 2, ch);
+        REQUIRE(host.receive_blocking(ch, 5s) == job * 2);
+        REQUIRE(host.remaining(ch) == 0);
+    }
+    CHECK(host.queue().channel_count() <= decltype(host)::queue_type::max_idle_channels);
+    CHECK(worker.queue().channel_count() <= decltype(worker)::queue_type::max_idle_channels);
+    CHECK(host.request_ctr().channel_count() <= coproc::RequestCtr::kept_settled_channels + 8);
+    CHECK(worker.request_ctr().channel_count() <= coproc::RequestCtr::kept_settled_channels + 8);
+    // Recent channels keep their tallies.
+    const Channel last(fmt::format("job-{}", jobs - 1));
+    CHECK(host.messages_sent(last) == 1);
+    CHECK(host.replies_received(last) == 1);
+    // An old one was forgotten; used again, remaining() is right.
+    CHECK(host.remaining("job-0") == 0);
+    host.send_request(1, "job-0");
+    CHECK(host.remaining("job-0") == 1);
+    worker.send_reply(worker.receive_blocking("job-0", 5s), "job-0");
+    CHECK(host.receive_blocking("job-0", 5s) == 1);
+    CHECK(host.remaining("job-0") == 0);
+}
+
+TEST_CASE("a channel with a request outstanding is never forgotten", "[messenger][memory]") {
+    auto [worker, host] = coproc::MultiMessenger<int>::new_pair();
+    host.send_request(1, "kept");
+    for (int job = 0; job < 5000; ++job) {
+        const Channel ch(job);
+        host.send_norequest(job, ch);
+        REQUIRE(worker.receive_blocking(ch, 5s) == job);
+    }
+    CHECK(host.remaining("kept") == 1);
+    CHECK(host.requests_sent("kept") == 1);
+    // And an unsolicited reply's negative balance is kept too.
+    worker.send_reply(7, "negative");
+    CHECK(host.receive_blocking("negative", 5s) == 7);
+    for (int job = 0; job < 5000; ++job) {
+        const Channel ch(job);
+        worker.send_norequest(job, ch);
+        REQUIRE(host.receive_blocking(ch, 5s) == job);
+    }
+    CHECK(host.remaining("negative") == -1);
+    CHECK(host.remaining("kept") == 1);
+}

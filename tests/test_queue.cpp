@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <limits>
 #include <random>
+#include <stdexcept>
 #include <utility>
 #include <vector>
 
@@ -110,4 +111,65 @@ TEST_CASE("Channel: none, integers and strings are distinct, ordered and formatt
     CHECK(Channel{Lane::b} == Channel{2});
     CHECK(std::hash<Channel>{}(Channel{"x"}) == std::hash<Channel>{}(Channel{std::string("x")}));
     CHECK_THROWS_AS(Channel{std::numeric_limits<std::uint64_t>::max()}, std::out_of_range);
+}
+
+TEST_CASE("a ring gives its memory back as it drains, and keeps order while it shrinks", "[queue][memory]") {
+    coproc::detail::Ring<int> ring;
+    for (int i = 0; i < 100000; ++i) ring.push_back(int{i});
+    CHECK(ring.capacity() >= 100000);
+    for (int i = 0; i < 99990; ++i) {
+        REQUIRE(ring.front() == i);
+        ring.pop_front();
+    }
+    // Ten left: it halved its way down while it drained.
+    CHECK(ring.capacity() <= 64);
+    for (int i = 99990; i < 100000; ++i) {
+        REQUIRE(ring.front() == i);
+        ring.pop_front();
+    }
+    CHECK(ring.capacity() <= coproc::detail::Ring<int>::reserve);
+    // Wrapped around while shrinking: order still holds.
+    for (int round = 0; round < 3; ++round) {
+        for (int i = 0; i < 1000; ++i) ring.push_back(int{i});
+        for (int i = 0; i < 700; ++i) ring.pop_front();
+        for (int i = 1000; i < 1500; ++i) ring.push_back(int{i});
+        for (int i = 700; i < 1500; ++i) {
+            REQUIRE(ring.front() == i);
+            ring.pop_front();
+        }
+    }
+    CHECK(ring.empty());
+}
+
+TEMPLATE_TEST_CASE("emptied channels are forgotten beyond a few; a forgotten channel works as new", "[queue][memory]",
+                   coproc::MultiQueue<int>, coproc::PriorityMultiQueue<int>) {
+    TestType q;
+    for (int job = 0; job < 10000; ++job) {
+        const coproc::Channel ch(fmt::format("job-{}", job));
+        q.put(job, 1.0, ch);
+        q.put(job + 1, 0.0, ch);
+        if (job % 2 == 0) {
+            CHECK(q.get(ch) + q.get(ch) == 2 * job + 1);
+        } else {
+            q.pop(ch);
+            q.pop(ch);
+        }
+    }
+    CHECK(q.total_size() == 0);
+    CHECK(q.channel_count() <= TestType::max_idle_channels);
+    // Reused after it was forgotten: an ordinary new channel.
+    q.put(5, 0.0, "job-3");
+    CHECK(q.size("job-3") == 1);
+    CHECK(q.get("job-3") == 5);
+    CHECK_THROWS_AS(q.get("job-3"), std::out_of_range);
+}
+
+TEST_CASE("many distinct priorities cost one place each, and their buckets go when drained", "[queue][memory]") {
+    coproc::PriorityQueue<int> q;
+    for (int i = 1000; i > 0; --i) q.put(int{i}, static_cast<double>(i));
+    CHECK(q.bucket_count() == 1000);
+    for (int i = 1; i <= 1000; ++i) REQUIRE(q.get() == i);
+    CHECK(q.bucket_count() <= 8);
+    CHECK(q.empty());
+    CHECK_THROWS_AS(q.get(), std::out_of_range);
 }

@@ -29,13 +29,17 @@
 
 #include "coproc/channel.hpp"
 #include "coproc/detail/channel_map.hpp"
+#include "coproc/detail/page_alloc.hpp"
 #include "coproc/priority.hpp"
 
 namespace coproc {
 
 namespace detail {
-/// FIFO of T in one growing power-of-two ring: no allocation per element
-/// (std::deque allocates a node per few large elements). Move-only.
+/// FIFO of T in one power-of-two ring: no allocation per element
+/// (std::deque allocates a node per few large elements). It grows by
+/// doubling and gives memory back as it empties: it halves when under a
+/// quarter full, and an empty ring keeps at most `reserve` places (a drained
+/// burst leaves no large buffer behind). Move-only.
 template <class T>
 class Ring {
     static_assert(std::is_nothrow_move_constructible_v<T>, "queued items must be nothrow move-constructible");
@@ -46,7 +50,8 @@ public:
         : data_(std::exchange(o.data_, nullptr)),
           cap_(std::exchange(o.cap_, 0)),
           head_(std::exchange(o.head_, 0)),
-          size_(std::exchange(o.size_, 0)) {}
+          size_(std::exchange(o.size_, 0)),
+          burst_(std::exchange(o.burst_, false)) {}
     Ring& operator=(Ring&& o) noexcept {
         if (this != &o) {
             release();
@@ -54,6 +59,7 @@ public:
             cap_ = std::exchange(o.cap_, 0);
             head_ = std::exchange(o.head_, 0);
             size_ = std::exchange(o.size_, 0);
+            burst_ = std::exchange(o.burst_, false);
         }
         return *this;
     }
@@ -75,36 +81,71 @@ public:
         std::destroy_at(data_ + head_);
         head_ = (head_ + 1) & (cap_ - 1);
         --size_;
+        if (size_ == 0) {
+            if (cap_ > reserve) release();
+        } else if (size_ < cap_ / 4 && cap_ > reserve) {
+            resize(cap_ / 2);  // moves size_ < cap_/4 items: amortised O(1) per pop
+        }
     }
     [[nodiscard]] std::size_t size() const noexcept { return size_; }
     [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+    /// Places allocated now.
+    [[nodiscard]] std::size_t capacity() const noexcept { return cap_; }
+
+    /// Places an empty ring keeps for the next items.
+    static constexpr std::size_t reserve = 16;
 
 private:
-    void grow() {
-        const std::size_t cap = cap_ == 0 ? 16 : cap_ * 2;
-        std::allocator<T> alloc;
-        T* data = alloc.allocate(cap);
+    void grow() { resize(cap_ == 0 ? 1 : cap_ * 2); }
+    // Moves the items into a new buffer of `cap` places (cap >= size_, a power of two).
+    // Allocation failure (std::bad_alloc) leaves the ring as it was.
+    void resize(std::size_t cap) {
+        T* data = nullptr;
+        try {
+            // Large rings come from mmap: a drained burst is given back to the
+            // kernel when its buffer is freed, not kept by malloc.
+            data = allocate_buffer<T>(cap);
+        } catch (...) {
+            if (cap > cap_) throw;
+            return;  // shrinking is optional: keep the larger buffer
+        }
         for (std::size_t i = 0; i < size_; ++i) {
             T* from = data_ + ((head_ + i) & (cap_ - 1));
             std::construct_at(data + i, std::move(*from));
             std::destroy_at(from);
         }
-        if (data_ != nullptr) alloc.deallocate(data_, cap_);
+        const std::size_t old_cap = std::exchange(cap_, cap);
+        if (data_ != nullptr) free_buffer(data_, old_cap);
         data_ = data;
-        cap_ = cap;
         head_ = 0;
+        note_size(cap);
+    }
+    // A ring that held a burst (drained_burst_bytes) and is small again has
+    // freed its items' heap memory too: hand it back once.
+    void note_size(std::size_t cap) noexcept {
+        if (cap * sizeof(T) >= drained_burst_bytes) {
+            burst_ = true;
+        } else if (burst_ && cap * sizeof(T) < page_alloc_threshold) {
+            burst_ = false;
+            release_free_heap();
+        }
     }
     void release() noexcept {
-        while (size_ != 0) pop_front();
-        if (data_ != nullptr) std::allocator<T>().deallocate(data_, cap_);
+        for (; size_ != 0; --size_) {
+            std::destroy_at(data_ + head_);
+            head_ = (head_ + 1) & (cap_ - 1);
+        }
+        if (data_ != nullptr) free_buffer(data_, cap_);
         data_ = nullptr;
         cap_ = 0;
+        note_size(0);
     }
 
     T* data_ = nullptr;
     std::size_t cap_ = 0;  // 0 or a power of two
     std::size_t head_ = 0;
     std::size_t size_ = 0;
+    bool burst_ = false;  // held drained_burst_bytes since it was last small
 };
 }  // namespace detail
 
@@ -143,6 +184,8 @@ public:
     void pop_front() { pop(); }
     /// Priority of the first item. Throws std::out_of_range if empty.
     [[nodiscard]] double current_priority() const { return first_nonempty()->first; }
+    /// Distinct priorities with a bucket (every queued one, and a few empty).
+    [[nodiscard]] std::size_t bucket_count() const noexcept { return buckets_.size(); }
     [[nodiscard]] std::size_t size() const noexcept { return size_; }
     [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
 
@@ -192,28 +235,48 @@ public:
         auto& q = nonempty(channel);
         T item = std::move(q.front());
         q.pop_front();
+        settle(channel, q);
         return item;
     }
     /// The channel's first item. Throws std::out_of_range if the channel is empty.
     [[nodiscard]] T& front(const Channel& channel = {}) { return nonempty(channel).front(); }
     /// Removes the channel's first item. Throws std::out_of_range if the channel is empty.
-    void pop(const Channel& channel = {}) { nonempty(channel).pop_front(); }
+    void pop(const Channel& channel = {}) {
+        auto& q = nonempty(channel);
+        q.pop_front();
+        settle(channel, q);
+    }
     /// Calls f(item) for each of the channel's first `n` items (at most its
     /// size), in queue order, removing each after its call, even if f
     /// throws. One channel lookup for all of them.
     template <class F>
     void consume(const Channel& channel, std::size_t n, F&& f) {
-        consume_front(queues_.find(channel), n, std::forward<F>(f));
+        PerChannel* q = queues_.find(channel);
+        if (q == nullptr) return;
+        struct SettleOnExit {
+            ChannelQueues& self;
+            const Channel& channel;
+            PerChannel& q;
+            ~SettleOnExit() { self.settle(channel, q); }
+        } settle_on_exit{*this, channel, *q};
+        consume_front(q, n, std::forward<F>(f));
     }
     [[nodiscard]] std::size_t size(const Channel& channel = {}) const { return queues_.size(channel); }
     [[nodiscard]] bool empty(const Channel& channel = {}) const { return size(channel) == 0; }
     /// Items queued on all channels.
     [[nodiscard]] std::size_t total_size() const { return queues_.total_size(); }
-    /// Visits (channel, size) for every channel ever used, in channel order.
+    /// Visits (channel, size) for every channel that has a queue, in channel
+    /// order: each with queued items, and a few empty ones.
     template <class F>
     void for_each_channel(F&& f) const {
         queues_.for_each_channel(std::forward<F>(f));
     }
+
+    /// Channels that have a queue (at most `max_idle_channels` of them empty).
+    [[nodiscard]] std::size_t channel_count() const noexcept { return queues_.channel_count(); }
+    /// Empty queues kept for reuse; any further emptied channel is forgotten,
+    /// so that a channel per job costs nothing once its messages are popped.
+    static constexpr std::size_t max_idle_channels = 8;
 
 protected:
     PerChannel& nonempty(const Channel& channel) {
@@ -221,7 +284,24 @@ protected:
         if (q == nullptr || q->empty()) throw std::out_of_range("Cannot pop from empty queue");
         return *q;
     }
+    /// The channel's queue, about to receive an item.
+    PerChannel& filling(const Channel& channel) {
+        if (PerChannel* q = queues_.find(channel)) {
+            if (q->empty()) --idle_;
+            return *q;
+        }
+        return queues_.slot(channel);
+    }
+    /// After a pop: an emptied queue is kept (a few) or forgotten.
+    void settle(const Channel& channel, PerChannel& q) noexcept {
+        if (!q.empty()) return;
+        if (idle_ < max_idle_channels)
+            ++idle_;
+        else
+            queues_.erase(channel);
+    }
     ChannelMap<PerChannel> queues_;
+    std::size_t idle_ = 0;  // empty queues in queues_
 };
 }  // namespace detail
 
@@ -232,11 +312,11 @@ public:
     static constexpr std::string_view type_name = "MultiQueue";
     static constexpr bool uses_priority = false;
 
-    void put(T item, const Channel& channel = {}) { this->queues_.slot(channel).push_back(std::move(item)); }
+    void put(T item, const Channel& channel = {}) { this->filling(channel).push_back(std::move(item)); }
     /// Same as put(item, channel): a MultiQueue ignores priorities.
     void put(T item, double /*priority*/, const Channel& channel) { put(std::move(item), channel); }
     /// Adds a default-constructed item and returns it, to be filled in place.
-    T& emplace(double /*priority*/, const Channel& channel) { return this->queues_.slot(channel).emplace_back(); }
+    T& emplace(double /*priority*/, const Channel& channel) { return this->filling(channel).emplace_back(); }
 };
 
 /// One PriorityQueue per channel: lowest priority first, FIFO among equals.
@@ -247,10 +327,10 @@ public:
     static constexpr bool uses_priority = true;
 
     void put(T item, double priority, const Channel& channel = {}) {
-        this->queues_.slot(channel).put(std::move(item), priority);
+        this->filling(channel).put(std::move(item), priority);
     }
     /// Adds a default-constructed item and returns it, to be filled in place.
-    T& emplace(double priority, const Channel& channel) { return this->queues_.slot(channel).emplace(priority); }
+    T& emplace(double priority, const Channel& channel) { return this->filling(channel).emplace(priority); }
 };
 
 namespace detail {

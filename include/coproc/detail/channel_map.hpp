@@ -35,6 +35,8 @@ struct CachedPtr {
 template <class Slot>
 class ChannelMap {
 public:
+    using Node = typename std::map<Channel, Slot>::value_type;
+
     [[nodiscard]] const Slot* find(const Channel& channel) const {
         if (last_.ptr != nullptr && last_.ptr->first == channel) return &last_.ptr->second;
         auto it = slots_.find(channel);
@@ -50,6 +52,23 @@ public:
         last_.ptr = &*it;
         return it->second;
     }
+    /// The channel's (key, slot) node, created on first use. Nodes are
+    /// stable until erased.
+    [[nodiscard]] Node& node(const Channel& channel) {
+        if (last_.ptr != nullptr && last_.ptr->first == channel) return const_cast<Node&>(*last_.ptr);
+        auto it = slots_.try_emplace(channel).first;
+        last_.ptr = &*it;
+        return *it;
+    }
+    /// Removes the channel's slot, if it has one.
+    void erase(const Channel& channel) {
+        auto it = slots_.find(channel);
+        if (it == slots_.end()) return;
+        if (last_.ptr == &*it) last_.ptr = nullptr;
+        slots_.erase(it);
+    }
+    /// Number of channels with a slot.
+    [[nodiscard]] std::size_t channel_count() const noexcept { return slots_.size(); }
     [[nodiscard]] std::size_t size(const Channel& channel) const {
         const auto* q = find(channel);
         return q == nullptr ? 0 : q->size();
@@ -71,7 +90,7 @@ public:
 
 private:
     std::map<Channel, Slot> slots_;
-    mutable CachedPtr<const typename std::map<Channel, Slot>::value_type> last_;
+    mutable CachedPtr<const Node> last_;
 };
 
 }  // namespace coproc::detail
