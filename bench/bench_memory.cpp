@@ -115,6 +115,7 @@ int main() {
     }
     fmt::print("backlog: receive_blocking {:.0f} ns, pop_from_queue {:.0f} ns per message (medians of 5)\n",
                median(blocking), median(popping));
-    fmt::print("{{\"rss_after_channels_mb\": {:.2f}, \"rss_after_burst_mb\": {:.2f}, \"backlog_receive_ratio\": {:.2f}}}\n",
-               channels, burst, median(ratios));
+    fmt::print(
+        "{{\"rss_after_channels_mb\": {:.2f}, \"rss_after_burst_mb\": {:.2f}, \"backlog_receive_ratio\": {:.2f}}}\n",
+        channels, burst, median(ratios));
 }

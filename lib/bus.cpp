@@ -3,11 +3,14 @@
 #include "coproc/bus.hpp"
 
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <mutex>
 #include <random>
@@ -35,9 +38,17 @@ namespace detail {
 namespace {
 
 // Subscriptions to this prefix are answered by the publisher with a welcome
-// frame: the subscriber's wait_ready handshake. A leading \x01 keeps it out of
-// any sane channel name; plain PUB peers never answer it.
-constexpr std::string_view ready_prefix = "\x01coproc-ready:";
+// frame: the subscriber's wait_ready handshake. It must reach the publisher
+// after every other subscription of the subscriber: a SUB socket that
+// connects (or is connected to) after subscribing replays its subscriptions
+// in byte order, not in the order they were made. So the prefix starts with
+// U+10FFFF, the last code point: it sorts after every UTF-8 channel name, and
+// stays valid UTF-8 for a Python peer subscribed to everything (shellbot's
+// bus_spy), which sees these frames (channel "\U0010ffffcoproc-ready:...",
+// message null). Plain PUB peers never answer it.
+constexpr std::string_view ready_prefix =
+    "\xf4\x8f\xbf\xbf"
+    "coproc-ready:";
 
 void check_channels(const Channels& channels, bool allow_empty_name) {
     if (channels.names().empty()) throw std::invalid_argument("coproc::Bus: the channel list is empty");
@@ -96,6 +107,28 @@ private:
 
 [[noreturn]] void rethrow_zmq(const zmq::error_t& e, const std::string& what) {
     throw Error(fmt::format("coproc::Bus: {}: {}", what, e.what()));
+}
+
+// ZeroMQ binds an ipc:// path by deleting whatever file is there, so a second
+// binder would silently take the address over from a live one. Refuse when
+// something accepts connections on the path; a stale file (nothing listens)
+// is fine to replace. Abstract (ipc://@name) and wildcard addresses are left
+// to the kernel and ZeroMQ, which refuse a taken name themselves.
+void check_ipc_address_free(const std::string& address) {
+    constexpr std::string_view scheme = "ipc://";
+    if (address.rfind(scheme, 0) != 0) return;
+    const std::string path = address.substr(scheme.size());
+    if (path.empty() || path[0] == '@' || path == "*") return;
+    sockaddr_un addr{};
+    if (path.size() >= sizeof(addr.sun_path)) return;  // ZeroMQ reports it
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.data(), path.size());
+    const UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!probe) return;
+    if (retry_eintr(::connect, probe.get(), reinterpret_cast<const sockaddr*>(&addr),
+                    static_cast<socklen_t>(sizeof(addr))) == 0)
+        throw Error(fmt::format("coproc::Bus: cannot bind {}: address already in use (another process is bound there)",
+                                address));
 }
 
 }  // namespace
@@ -246,11 +279,15 @@ void Publisher::start() {
         zmq::socket_t sock(*s.context, zmq::socket_type::xpub);
         sock.set(zmq::sockopt::xpub_verbose, 1);
         sock.set(zmq::sockopt::sndhwm, s.options.send_high_water_mark);
+        // Subscriptions arrive through the receive pipe: never drop one.
+        sock.set(zmq::sockopt::rcvhwm, 0);
         sock.set(zmq::sockopt::linger, static_cast<int>(s.options.linger.count()));
-        if (s.bind)
+        if (s.bind) {
+            detail::check_ipc_address_free(s.address);
             sock.bind(s.address);
-        else
+        } else {
             sock.connect(s.address);
+        }
         s.endpoint = s.bind ? sock.get(zmq::sockopt::last_endpoint) : s.address;
         s.socket.emplace(std::move(sock));
     } catch (const zmq::error_t& e) {
@@ -508,15 +545,20 @@ Subscriber Bus::subscribe(const Channels& channels, bool bind) const {
     try {
         zmq::socket_t sock(*state->context, zmq::socket_type::sub);
         sock.set(zmq::sockopt::rcvhwm, options_.receive_high_water_mark);
+        // The subscriptions travel out through the send pipe: a subscriber
+        // to thousands of channels must not lose any of them.
+        sock.set(zmq::sockopt::sndhwm, 0);
         sock.set(zmq::sockopt::linger, 0);
         // Exact matching on the same wire: "a " is a prefix of "a {...}" but not of "ab {...}".
         for (const auto& channel : channels.names())
             sock.set(zmq::sockopt::subscribe, channel.empty() ? std::string() : channel + ' ');
         sock.set(zmq::sockopt::subscribe, state->ready_topic);  // last: confirms all the above
-        if (bind)
+        if (bind) {
+            detail::check_ipc_address_free(address_);
             sock.bind(address_);
-        else
+        } else {
             sock.connect(address_);
+        }
         state->socket.emplace(std::move(sock));
     } catch (const zmq::error_t& e) {
         detail::rethrow_zmq(e, (bind ? "cannot bind " : "cannot connect to ") + address_);

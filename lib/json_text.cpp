@@ -6,6 +6,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <limits>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -246,6 +247,10 @@ private:
             case 't': out = true; return literal("true");
             case 'f': out = false; return literal("false");
             case 'n': out = nullptr; return literal("null");
+            // Python's json.dumps writes non-finite floats so, and its
+            // json.loads reads them: so do we (the writer above writes them).
+            case 'N': out = std::numeric_limits<double>::quiet_NaN(); return literal("NaN");
+            case 'I': out = std::numeric_limits<double>::infinity(); return literal("Infinity");
             default: return number(out);
         }
     }
@@ -404,6 +409,10 @@ private:
             ++p_;
         }
         if (p_ == end_) return false;
+        if (negative && *p_ == 'I') {
+            out = -std::numeric_limits<double>::infinity();
+            return literal("Infinity");
+        }
         if (*p_ == '0') {
             ++p_;
         } else if (*p_ >= '1' && *p_ <= '9') {

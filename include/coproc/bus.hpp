@@ -19,8 +19,13 @@
 //
 // Decisions: the publisher's loop is a thread of the process that calls
 // start() (a ZeroMQ socket belongs to one thread; put() may be called from
-// any thread and only queues). High-water marks are unlimited by default: a
-// slow subscriber costs memory, never silently lost messages.
+// any thread and only queues). Memory is bounded by default: a publisher
+// queues at most BusOptions::send_high_water_mark messages for each
+// subscriber that does not read (a paused process, a slow link); past that
+// ZeroMQ drops that subscriber's messages, and only its own (the others
+// receive everything). ZeroMQ does not count these drops. A subscriber that
+// must never lose one sets both marks to 0 (unlimited: then a stalled
+// subscriber grows the publisher's memory for as long as it publishes).
 #pragma once
 
 #include <chrono>
@@ -41,9 +46,13 @@
 namespace coproc {
 
 struct BusOptions {
-    /// Per-peer queue limits; 0 means unlimited (no message dropped for a slow peer).
-    int send_high_water_mark = 0;
-    int receive_high_water_mark = 0;
+    /// Messages queued per peer (see the top): the publisher's per-subscriber
+    /// queue and the subscriber's receive queue. At the send mark the
+    /// publisher drops further messages for that subscriber only; at the
+    /// receive mark the subscriber stops reading its socket, so the
+    /// publisher's queue for it fills. 0 means unlimited.
+    int send_high_water_mark = 100'000;
+    int receive_high_water_mark = 100'000;
     /// Frames larger than this are dropped by subscribers (and counted).
     std::size_t max_message_size = std::size_t{1} << 20;
     /// How long stop() may wait for queued frames to reach connected subscribers.
@@ -124,7 +133,8 @@ public:
 
     /// Binds (or connects, see Bus::publish) and starts the sending thread.
     /// Messages put before start() are sent then. Throws Error if the address
-    /// cannot be bound (in use, bad endpoint).
+    /// cannot be bound (in use, bad endpoint): an ipc:// path where another
+    /// process is bound is in use (ZeroMQ alone would take it over).
     void start();
 
     /// Queues `message` once per channel and returns at once. Thread-safe.
