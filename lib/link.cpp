@@ -1,6 +1,11 @@
 // One end of a messenger's stream: handshake, drain, waits and sends.
 #include "coproc/detail/link.hpp"
 
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <new>
+
 #include "coproc/error.hpp"
 #include "socket.hpp"
 
@@ -21,13 +26,28 @@ LinkPair make_link_pair() {
     return {{std::move(stream.first), std::move(side.first)}, {std::move(stream.second), std::move(side.second)}};
 }
 
-Link::Link(UniqueFd fd, UniqueFd side, std::uint64_t fingerprint, std::size_t max_frame_size, LargePayloadOptions large)
+void share_arrival_flags(LinkPair& pair) {
+    // One page, the two flags a cache line apart: each end writes the other's.
+    constexpr std::size_t page = 4096;
+    void* mem = ::mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) throw_system_error(errno, "mmap");
+    using Flag = std::atomic<std::uint32_t>;
+    const std::shared_ptr<void> owner(mem, [](void* p) { ::munmap(p, page); });
+    auto* first = ::new (mem) Flag(0);
+    auto* second = ::new (static_cast<char*>(mem) + 64) Flag(0);
+    pair.first.arrivals = {std::shared_ptr<Flag>(owner, first), std::shared_ptr<Flag>(owner, second)};
+    pair.second.arrivals = {std::shared_ptr<Flag>(owner, second), std::shared_ptr<Flag>(owner, first)};
+}
+
+Link::Link(UniqueFd fd, UniqueFd side, std::uint64_t fingerprint, std::size_t max_frame_size, LargePayloadOptions large,
+           ArrivalFlags arrivals)
     : fd_(std::move(fd)),
       side_(std::move(side)),
       reader_(max_frame_size),
       fingerprint_(fingerprint),
       slot_threshold_(side_ ? large.threshold : 0),
-      slots_out_(large.limit) {
+      slots_out_(large.limit),
+      arrivals_(std::move(arrivals)) {
     const HelloFrame hello = hello_frame(fingerprint);
     // peer_closed: the peer already ran and exited (a worker can be that
     // fast). What it sent is still in our socket; the next send will raise.
@@ -45,6 +65,8 @@ std::size_t Link::write_until(std::span<iovec> segments, Deadline deadline, bool
         switch (send_some(fd_.get(), segments, n, -1)) {
             case SendResult::ok:
                 off += n;
+                // After the bytes are in the socket: the peer reads them on its next receive.
+                if (arrivals_ && n > 0) arrivals_.peers->store(1, std::memory_order_release);
                 while (n > 0) {
                     iovec& first = segments.front();
                     const std::size_t used = std::min(n, first.iov_len);
@@ -174,7 +196,7 @@ void Link::set_watch(PeerWatch* watch) {
 
 void Link::wait_for_data() {
     if (peer_gone() || reader_.has_complete()) return;
-    const long n = reader_.fill_blocking(fd_.get());
+    const long n = fill_reader(true);
     if (n > 0) {
         dry_ = false;
         skip_read_ = reader_.last_fill_short();
@@ -220,7 +242,7 @@ std::size_t Link::drain(FrameSink& sink) {
             dry_ = true;
             return delivered;
         }
-        const long n = reader_.fill(fd_.get());
+        const long n = fill_reader(false);
         if (n < 0) {
             dry_ = true;
             return delivered;
@@ -249,8 +271,9 @@ bool Link::readable_now() {
     if (!hello_seen_ && !eof_) {
         // The handshake is no message: take it here, so that it never counts.
         if (!reader_.has_complete()) {
-            const long n = reader_.fill(fd_.get());
+            const long n = fill_reader(false);
             if (n == 0) eof_ = dry_ = true;
+            if (n > 0) dry_ = false;
         }
         if (reader_.has_complete())
             if (auto frame = reader_.next()) handle_hello(*frame);
@@ -296,7 +319,7 @@ bool Link::await_hello(Deadline deadline) {
             return true;
         }
         if (eof_) return false;
-        const long n = reader_.fill(fd_.get());
+        const long n = fill_reader(false);
         if (n == 0) eof_ = true;
         if (n != -1) continue;
         if (watch_fired_) return false;  // the peer died before saying hello
@@ -305,9 +328,21 @@ bool Link::await_hello(Deadline deadline) {
     return true;
 }
 
+bool Link::nothing_new() const noexcept {
+    return arrivals_ && dry_ && hello_seen_ && !eof_ && !watch_fired_ && !reader_.has_complete() &&
+           arrivals_.mine->load(std::memory_order_acquire) == 0;
+}
+
+long Link::fill_reader(bool blocking) {
+    // Lowered before the read (a full barrier): a write that lands after the
+    // read began raises it again, so nothing_new() never hides unread bytes.
+    if (arrivals_) arrivals_.mine->exchange(0, std::memory_order_acq_rel);
+    return blocking ? reader_.fill_blocking(fd_.get()) : reader_.fill(fd_.get());
+}
+
 void Link::buffer_incoming() {
     while (!eof_) {
-        const long n = reader_.fill(fd_.get());
+        const long n = fill_reader(false);
         if (n < 0) return;
         if (n == 0) eof_ = dry_ = true;
     }

@@ -29,9 +29,7 @@ using coproc::Json;
 
 namespace {
 
-std::string ipc_path(const std::string& name) {
-    return "/tmp/coproc-test-" + std::to_string(::getpid()) + "-" + name;
-}
+std::string ipc_path(const std::string& name) { return "/tmp/coproc-test-" + std::to_string(::getpid()) + "-" + name; }
 
 double rss_mb() {
     long pages = 0, resident = 0;

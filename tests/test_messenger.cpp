@@ -468,3 +468,26 @@ TEST_CASE("a channel with a request outstanding is never forgotten", "[messenger
     CHECK(host.remaining("negative") == -1);
     CHECK(host.remaining("kept") == 1);
 }
+
+TEST_CASE("a receive with a backlog still orders a message that arrived after the backlog was queued",
+          "[messenger][order]") {
+    auto [worker, host] = coproc::PriorityMessenger<Prio>::new_pair();
+    for (int i = 0; i < 100; ++i) host.send_norequest(Prio{10, i});
+    REQUIRE(worker.available() == 100);  // all queued
+    CHECK(worker.receive_blocking(5s).id == 0);
+    CHECK(worker.receive_blocking(5s).id == 1);  // nothing new: served from the queue
+    host.send_norequest(Prio{0, 1000});          // arrives behind a backlog
+    CHECK(worker.receive_blocking(5s).id == 1000);
+    CHECK(worker.try_receive()->id == 2);
+    host.send_norequest(Prio{1, 2000});
+    CHECK(worker.try_receive()->id == 2000);
+    host.send_norequest(Prio{2, 3000});
+    CHECK(worker.available() == 98);
+    CHECK(worker.receive_available().front().id == 3000);
+    // A close request behind a backlog is raised by the next receive, as before.
+    host.send_norequest(Prio{10, 4000});
+    REQUIRE(worker.available() == 1);
+    host.send_close_request();
+    CHECK_THROWS_AS(worker.receive_blocking(5s), coproc::ResourceRequestedClose);
+    CHECK(worker.receive_blocking(5s).id == 4000);
+}

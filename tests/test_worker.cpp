@@ -5,6 +5,7 @@
 #include <coproc/worker_resource.hpp>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -26,6 +27,15 @@ using coproc::ExitStatus;
 namespace {
 
 using IntWorker = coproc::WorkerResource<coproc::PriorityMessenger<int>>;
+
+struct OrderedMsg {
+    int priority = 0;
+    int id = 0;
+    template <class A>
+    void serialize(A& a) {
+        a(priority, id);
+    }
+};
 using StrWorker = coproc::WorkerResource<coproc::MultiMessenger<std::string>>;
 
 // Every test child gets a watchdog, so none can outlive its test.
@@ -78,6 +88,39 @@ TEST_CASE("echo through a WorkerResource: 10 norequests, then 10 requests", "[wo
     CHECK(got == std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
     CHECK(w.join(5s) == ExitStatus::exited_with(0));  // the target let ResourceRequestedClose escape: clean
     CHECK_FALSE(w.is_alive());
+}
+
+TEST_CASE("a forked worker's message sent behind the host's backlog is still ordered among it", "[worker][order]") {
+    using M = coproc::PriorityMessenger<OrderedMsg>;
+    int sent_pipe[2];
+    REQUIRE(::pipe2(sent_pipe, O_CLOEXEC) == 0);
+    coproc::WorkerResource<M> w([&sent_pipe](M& m) {
+        for (int i = 0; i < 50; ++i) m.send_norequest(OrderedMsg{10, i});
+        (void)m.receive_blocking();  // the host has queued the backlog
+        m.send_norequest(OrderedMsg{0, 1000});
+        // Tell the host out of band that the urgent message is written.
+        const char done = 1;
+        if (::write(sent_pipe[1], &done, 1) != 1) std::abort();
+        (void)m.receive_blocking();
+    });
+    ::close(sent_pipe[1]);
+    auto& m = w.messenger();
+    std::size_t queued = 0;
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (queued < 50 && std::chrono::steady_clock::now() < deadline) {
+        m.await_available(5s);
+        queued = m.available();
+    }
+    REQUIRE(queued == 50);
+    CHECK(m.receive_blocking(5s).id == 0);
+    m.send_norequest(OrderedMsg{0, 0});
+    pollfd pfd{sent_pipe[0], POLLIN, 0};
+    REQUIRE(::poll(&pfd, 1, 10000) == 1);
+    ::close(sent_pipe[0]);
+    // Written while 49 were queued here: it is received first.
+    CHECK(m.receive_blocking(5s).id == 1000);
+    CHECK(m.receive_blocking(5s).id == 1);
+    m.send_norequest(OrderedMsg{0, 0});
 }
 
 TEST_CASE("targets: functions, lambdas with arguments, function objects; int results are exit codes", "[worker]") {

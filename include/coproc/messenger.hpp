@@ -85,6 +85,7 @@ public:
     /// A connected pair in this process (for tests and for threads). Throws SystemError.
     [[nodiscard]] static Pair new_pair(MessengerOptions messenger_options = {}) {
         auto ends = detail::make_link_pair();
+        detail::share_arrival_flags(ends);  // both ends stay in this process
         return Pair{BasicMessenger(std::move(ends.first), messenger_options),
                     BasicMessenger(std::move(ends.second), messenger_options)};
     }
@@ -94,7 +95,8 @@ public:
     explicit BasicMessenger(detail::LinkEnd end, MessengerOptions messenger_options = {})
         : link_(std::move(end.stream), std::move(end.side), detail::type_fingerprint<Msg>,
                 messenger_options.max_frame_size,
-                {messenger_options.shared_memory_threshold, messenger_options.shared_memory_limit}) {}
+                {messenger_options.shared_memory_threshold, messenger_options.shared_memory_limit},
+                std::move(end.arrivals)) {}
     /// A connected stream socket you made (AF_UNIX socketpair, an accepted
     /// connection; the messenger owns it now): the same, without the
     /// shared-memory path (large payloads go through the socket; so must the
@@ -209,7 +211,7 @@ public:
 
     /// Never blocks. Number of messages queued on `channel` after draining.
     [[nodiscard]] std::size_t available(const Channel& channel = {}) {
-        drain();
+        drain_if_new();
         return queue_.size(channel);
     }
     /// Blocks until at least one new message arrived (on any channel), like
@@ -221,7 +223,7 @@ public:
     /// queue order (none is lost if a control frame is raised: it is raised
     /// before the first pop).
     [[nodiscard]] std::vector<Msg> receive_available(const Channel& channel = {}) {
-        drain();
+        drain_if_new();
         return take_available<Msg>(channel);
     }
 
@@ -278,7 +280,7 @@ public:
 
     /// Never blocks: pops the next message on `channel` if one is there.
     [[nodiscard]] std::optional<Msg> try_receive(const Channel& channel = {}) {
-        drain();
+        drain_if_new();
         if (queue_.empty(channel)) return std::nullopt;
         return pop_from_queue(channel);
     }
@@ -319,12 +321,12 @@ public:
     }
     /// As receive_available: never blocks.
     [[nodiscard]] std::vector<DataMessage<Msg>> receive_available_messages(const Channel& channel = {}) {
-        drain();
+        drain_if_new();
         return take_available<DataMessage<Msg>>(channel);
     }
     /// As try_receive: never blocks.
     [[nodiscard]] std::optional<DataMessage<Msg>> try_receive_message(const Channel& channel = {}) {
-        drain();
+        drain_if_new();
         if (queue_.empty(channel)) return std::nullopt;
         return pop_item<DataMessage<Msg>>(channel);
     }
@@ -442,6 +444,12 @@ private:
         Enqueue sink(queue_);
         return link_.drain(sink);
     }
+    // The drain of the calls that never wait: none at all when the link
+    // knows, without a system call, that nothing was written since its last
+    // read (see detail::ArrivalFlags). Same result as drain().
+    void drain_if_new() {
+        if (!link_.nothing_new()) drain();
+    }
 
     // Counts only what was (or is committed to be) written.
     void finish_send(detail::SendOutcome outcome, const Channel& channel, bool is_request, std::size_t count) {
@@ -484,6 +492,8 @@ private:
 
     // Drains, blocking until something is queued on `channel`.
     void wait_queued(const Channel& channel, detail::Deadline deadline) {
+        // Already queued, and nothing written since the last read: no system call.
+        if (!queue_.empty(channel) && link_.nothing_new()) return;
         for (;;) {
             // Nothing queued and no deadline: a blocking read is the drain.
             if (!deadline && queue_.empty(channel)) link_.wait_for_data();

@@ -157,8 +157,8 @@ public:
     WorkerResource(const WorkerOptions& worker_options, F&& target, Args&&... args) : options_(worker_options) {
         auto call = detail::bind_target<Messenger>(std::forward<F>(target), std::forward<Args>(args)...);
         using Call = decltype(call);
-        start({}, [&](const detail::LinkEnd& child_end) {
-            ChildContext<Call> ctx{&call, options_.messenger, child_end.side.get()};
+        start({}, true, [&](const detail::LinkEnd& child_end) {
+            ChildContext<Call> ctx{&call, options_.messenger, child_end.side.get(), child_end.arrivals};
             return detail::ChildProcess::fork(child_end.stream.get(), child_end.side.get(),
                                               options_.parent_death_signal, &child_main<Call>, &ctx);
         });
@@ -173,7 +173,7 @@ public:
     /// does not answer within start_timeout (it is killed and reaped then).
     explicit WorkerResource(const Executable& program) : WorkerResource(WorkerOptions{}, program) {}
     WorkerResource(const WorkerOptions& worker_options, const Executable& program) : options_(worker_options) {
-        start(program.path, [&](const detail::LinkEnd& child_end) {
+        start(program.path, false, [&](const detail::LinkEnd& child_end) {
             return detail::spawn_process(program.path, program.args, program.env, program.working_directory,
                                          child_end.stream.get(), child_end.side.get(),
                                          {options_.parent_death_signal, options_.messenger});
@@ -236,6 +236,7 @@ private:
         Call* call;
         MessengerOptions options;
         int side_fd;  // the child's end of the link's descriptor channel
+        detail::ArrivalFlags arrivals;
     };
 
     // The child's whole life: build its messenger, run the target, report an
@@ -247,7 +248,8 @@ private:
         // would keep the host from seeing EOF when this worker dies):
         // ChildProcess::fork registered both its fds as this process's.
         detail::child_exit(detail::serve_as_worker<Messenger>(
-            detail::LinkEnd{detail::UniqueFd(fd), detail::UniqueFd(ctx.side_fd)}, ctx.options, *ctx.call));
+            detail::LinkEnd{detail::UniqueFd(fd), detail::UniqueFd(ctx.side_fd), ctx.arrivals}, ctx.options,
+            *ctx.call));
     }
 
     [[nodiscard]] detail::ChildProcess& child() noexcept { return watch_->child(); }
@@ -255,10 +257,12 @@ private:
     // The one start sequence, forked or spawned: a new link; launch(child's
     // end) starts the child, which alone keeps that end; then our messenger
     // on the host's end waits for the child's hello. `program`: a spawned
-    // executable's path, for the error message.
+    // executable's path, for the error message. `forked`: the child shares
+    // our memory map, so the ends share arrival flags (a spawned one cannot).
     template <class Launch>
-    void start(std::string_view program, Launch&& launch) {
+    void start(std::string_view program, bool forked, Launch&& launch) {
         auto ends = detail::make_link_pair();
+        if (forked) detail::share_arrival_flags(ends);
         register_host_end(ends.first);
         watch_ = std::make_unique<detail::WorkerWatch>(launch(ends.second));
         ends.second = {};  // the child's end lives only in the child

@@ -3,8 +3,10 @@
 // part of every messenger, compiled once in lib/link.cpp. Internal.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -19,11 +21,28 @@
 
 namespace coproc::detail {
 
-/// One end of a messenger link: its stream socket and its descriptor side
-/// channel (SOCK_SEQPACKET; carries the memfds of payload slots).
+/// Arrival flags: a page the two ends of a link share when they live in one
+/// process tree (a pair made in this process, a forked worker). Every write
+/// of one end raises the other's flag after the bytes are in the socket; an
+/// end clears its own just before it reads the socket. So an end that read
+/// its socket dry and finds its flag down knows, without a system call,
+/// that nothing was written since: a receive with messages already queued
+/// pops at once and still orders everything sent before it was called.
+/// Ends without flags (spawned programs, pool workers, a user's fd) read the
+/// socket on every receive.
+struct ArrivalFlags {
+    std::shared_ptr<std::atomic<std::uint32_t>> mine;   // raised by the peer's writes
+    std::shared_ptr<std::atomic<std::uint32_t>> peers;  // raised by our writes
+    [[nodiscard]] explicit operator bool() const noexcept { return mine != nullptr; }
+};
+
+/// One end of a messenger link: its stream socket, its descriptor side
+/// channel (SOCK_SEQPACKET; carries the memfds of payload slots), and
+/// optionally the arrival flags it shares with its peer.
 struct LinkEnd {
     UniqueFd stream;
     UniqueFd side;
+    ArrivalFlags arrivals{};
 };
 struct LinkPair {
     LinkEnd first;
@@ -31,6 +50,10 @@ struct LinkPair {
 };
 /// Both ends of a new link, close-on-exec from creation. Throws SystemError.
 [[nodiscard]] LinkPair make_link_pair();
+/// Gives both ends of `pair` one shared page of arrival flags: only for ends
+/// that stay in this process or its forked children (a spawned program
+/// cannot see the page). Throws SystemError.
+void share_arrival_flags(LinkPair& pair);
 
 /// Tells a Link how its peer's death shows and what to raise then. The host
 /// side of a worker implements it with the worker's pidfd.
@@ -90,7 +113,7 @@ public:
     /// empty fd: then no payload goes through shared memory, and a peer's
     /// shared-memory descriptor is a ProtocolError. Throws SystemError.
     Link(UniqueFd fd, UniqueFd side, std::uint64_t fingerprint, std::size_t max_frame_size,
-         LargePayloadOptions large = {});
+         LargePayloadOptions large = {}, ArrivalFlags arrivals = {});
 
     [[nodiscard]] int fd() const noexcept { return fd_.get(); }
     [[nodiscard]] std::size_t max_frame_size() const noexcept { return reader_.max_frame_size(); }
@@ -152,6 +175,12 @@ public:
     /// buffered for the next call. Returns the number of data frames delivered.
     std::size_t drain(FrameSink& sink);
 
+    /// No system call: true when this end read its socket dry, nothing is
+    /// buffered, and its peer wrote nothing since (arrival flags; always
+    /// false without them). A drain() would then deliver nothing. Never use
+    /// it to decide whether to wait: a peer's exit raises no flag.
+    [[nodiscard]] bool nothing_new() const noexcept;
+
     /// Never blocks: true if a complete frame is buffered or the socket is
     /// readable now (data or end of file).
     [[nodiscard]] bool readable_now();
@@ -198,6 +227,9 @@ private:
     // with one gathering send. Finishes the frame header.
     SendOutcome send_begun_frame(FrameKind kind, std::size_t start, std::size_t payload_start, Deadline deadline);
     void handle_hello(const FrameView& frame);
+    // Reads the socket into the reader (blocking or not), lowering our
+    // arrival flag first: whatever the peer writes after this raises it again.
+    long fill_reader(bool blocking);
     // Writes the segments in order (consuming them); returns how many bytes
     // were written before the deadline. Sets `closed` (and stops) if the
     // peer closed its end.
@@ -230,6 +262,7 @@ private:
     std::size_t slot_threshold_;
     SlotSender slots_out_;
     SlotReceiver slots_in_;
+    ArrivalFlags arrivals_;
 };
 
 }  // namespace coproc::detail
