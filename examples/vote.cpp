@@ -6,6 +6,7 @@
 // answers flow workers -> group (the group's subscriber binds and every
 // worker's publisher connects to it). Readiness is a handshake on both: no
 // sleeps, no lost messages.
+#include <coproc/bus.hpp>
 #include <coproc/coproc.hpp>
 #include <fmt/format.h>
 

@@ -3,7 +3,7 @@
 # configures and builds into a build directory.
 
 COPROC_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-COPROC_PACKAGES=(g++ meson ninja-build pkg-config python3 libfmt-dev libcereal-dev catch2 valgrind libboost-dev libzmq3-dev cppzmq-dev nlohmann-json3-dev python3-zmq)
+COPROC_PACKAGES=(g++ meson ninja-build pkg-config cmake python3 libfmt-dev libcereal-dev catch2 valgrind libboost-dev libzmq3-dev cppzmq-dev nlohmann-json3-dev python3-zmq)
 
 coproc_ensure_packages() {
     local missing=() pkg
@@ -20,7 +20,10 @@ coproc_ensure_packages() {
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# coproc_build DIR [meson setup options...]: configure once, then build.
+# coproc_build DIR [meson setup options...]: configure once, then build
+# (the targets in COPROC_TARGETS, default all). Silent when nothing is to be
+# done; otherwise one line per finished step on stderr, so a first build
+# (minutes on two cores) shows its progress.
 coproc_build() {
     local dir="$1"
     shift
@@ -30,8 +33,21 @@ coproc_build() {
             return 1
         }
     fi
-    ninja -C "$dir" >"$dir.ninja.log" 2>&1 || {
-        grep -E -B2 -A12 'error|FAILED' "$dir.ninja.log" | head -80 >&2
-        return 1
-    }
+    # shellcheck disable=SC2206  # a list of target names
+    local targets=(${COPROC_TARGETS:-})
+    local plan
+    plan=$(ninja -C "$dir" -n "${targets[@]}" 2>/dev/null || true)
+    if grep -q '^\[' <<<"$plan"; then
+        echo "coproc: building in $dir (log: $dir.ninja.log)" >&2
+        # ninja's own status, whatever grep finds (and despite set -e/pipefail).
+        local status=0
+        {
+            ninja -C "$dir" "${targets[@]}" 2>&1 | tee "$dir.ninja.log" | grep --line-buffered -E '^\[[0-9]+/[0-9]+\]' >&2
+            status=${PIPESTATUS[0]}
+        } || true
+        [ "$status" -eq 0 ] || {
+            grep -E -B2 -A12 'error|FAILED' "$dir.ninja.log" | head -80 >&2
+            return 1
+        }
+    fi
 }

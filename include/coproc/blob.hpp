@@ -24,6 +24,8 @@
 // std::string.
 #pragma once
 
+#include "coproc/detail/cxx20.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>

@@ -28,6 +28,8 @@
 // subscriber grows the publisher's memory for as long as it publishes).
 #pragma once
 
+#include "coproc/detail/cxx20.hpp"
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>

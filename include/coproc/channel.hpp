@@ -10,6 +10,8 @@
 // formattable as Python's repr (None, 1, 'results'). Thread-safe like a string.
 #pragma once
 
+#include "coproc/detail/cxx20.hpp"
+
 #include <compare>
 #include <concepts>
 #include <cstddef>

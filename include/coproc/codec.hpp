@@ -17,6 +17,8 @@
 // decoded. Byte order is the machine's (both ends of a socketpair share it).
 #pragma once
 
+#include "coproc/detail/cxx20.hpp"
+
 #include <array>
 #include <cstddef>
 #include <cstring>

@@ -1,8 +1,11 @@
-// coproc/coproc.hpp — the umbrella header: includes every public part.
+// coproc/coproc.hpp — the umbrella header: includes every public part of
+// libcoproc. The bus (libcoproc-bus) is not among them: include
+// <coproc/bus.hpp> for it (its JSON headers cost every file that includes it).
 #pragma once
 
+#include "coproc/detail/cxx20.hpp"
+
 #include "coproc/blob.hpp"
-#include "coproc/bus.hpp"
 #include "coproc/channel.hpp"
 #include "coproc/codec.hpp"
 #include "coproc/data_message.hpp"

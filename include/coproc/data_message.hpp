@@ -10,6 +10,8 @@
 // plain calls hand out only the payload. A value type; no I/O.
 #pragma once
 
+#include "coproc/detail/cxx20.hpp"
+
 #include "coproc/channel.hpp"
 
 namespace coproc {

@@ -16,6 +16,8 @@
 // yours with coproc::register_exception<T>()), and RemoteError otherwise.
 #pragma once
 
+#include "coproc/detail/cxx20.hpp"
+
 #include <cstdint>
 #include <exception>
 #include <stdexcept>

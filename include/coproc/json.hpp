@@ -5,6 +5,8 @@
 //   publisher.put("readings", reading);
 #pragma once
 
+#include "coproc/detail/cxx20.hpp"
+
 #include <string>
 
 #include <nlohmann/json.hpp>

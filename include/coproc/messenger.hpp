@@ -23,6 +23,8 @@
 // Both sides may call everything.
 #pragma once
 
+#include "coproc/detail/cxx20.hpp"
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>

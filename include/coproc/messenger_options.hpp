@@ -5,6 +5,8 @@
 //   auto [worker, host] = coproc::PriorityMessenger<Blob>::new_pair(big);
 #pragma once
 
+#include "coproc/detail/cxx20.hpp"
+
 #include <cstddef>
 
 #include "coproc/detail/frame.hpp"

@@ -28,6 +28,8 @@
 // (submit, map, a future's get/wait, stats, shutdown).
 #pragma once
 
+#include "coproc/detail/cxx20.hpp"
+
 #include <algorithm>
 #include <cstdio>
 #include <chrono>

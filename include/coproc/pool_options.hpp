@@ -5,6 +5,8 @@
 //   coproc::Pool<Job, Answer> pool(solve, options);
 #pragma once
 
+#include "coproc/detail/cxx20.hpp"
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>

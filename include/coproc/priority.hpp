@@ -12,6 +12,8 @@
 // frame header, so receivers order frames without decoding them.
 #pragma once
 
+#include "coproc/detail/cxx20.hpp"
+
 #include <limits>
 #include <type_traits>
 #include <variant>

@@ -6,6 +6,8 @@
 //   // squares  7500/10000  (0 failed)  41.2 k/s  ETA 0.1 s
 #pragma once
 
+#include "coproc/detail/cxx20.hpp"
+
 #include <memory>
 #include <string>
 

@@ -13,6 +13,8 @@
 // Not thread-safe.
 #pragma once
 
+#include "coproc/detail/cxx20.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstddef>

@@ -17,6 +17,8 @@
 // request outstanding (or more replies than requests) is never forgotten.
 #pragma once
 
+#include "coproc/detail/cxx20.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <deque>

@@ -27,6 +27,8 @@
 // any process that has the store (it was created before they were forked).
 #pragma once
 
+#include "coproc/detail/cxx20.hpp"
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>

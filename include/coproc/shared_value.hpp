@@ -20,6 +20,8 @@
 // fetch_add and friends are atomic without it.
 #pragma once
 
+#include "coproc/detail/cxx20.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>

@@ -8,6 +8,8 @@
 // Compiled in lib/unique_fd.cpp.
 #pragma once
 
+#include "coproc/detail/cxx20.hpp"
+
 #include <utility>
 
 namespace coproc {

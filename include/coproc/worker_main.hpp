@@ -20,6 +20,8 @@
 // both programs must be built by the same compiler family.
 #pragma once
 
+#include "coproc/detail/cxx20.hpp"
+
 #include <cstdio>
 #include <utility>
 

@@ -28,6 +28,8 @@
 // thread-safe. The host owns the child's pid: never waitpid() it yourself.
 #pragma once
 
+#include "coproc/detail/cxx20.hpp"
+
 #include <chrono>
 #include <concepts>
 #include <csignal>
