@@ -1,6 +1,10 @@
 // The wire format: header encode/decode with every length checked before
 // allocating, and the buffered reader that parses many frames per read().
 #include "coproc/detail/frame.hpp"
+#include <fmt/format.h>
+#include <memory>
+#include <cstdlib>
+#include <cxxabi.h>
 
 #include <algorithm>
 #include <bit>
@@ -61,14 +65,27 @@ std::size_t begin_frame(std::string& out, FrameKind kind, const Channel& channel
     return start;
 }
 
-HelloFrame hello_frame(std::uint64_t fingerprint) noexcept {
-    HelloFrame f{};
-    write_header(f.data(), FrameKind::hello, Channel{}, 0.0);  // no channel name: cannot throw
-    put_le(f.data() + 24, std::uint64_t{hello_payload_size});
-    put_le(f.data() + frame_header_size, protocol_version);
-    put_le(f.data() + frame_header_size + 4, fingerprint);
+HelloFrame hello_frame(std::uint64_t fingerprint, std::string_view type_name) noexcept {
+    HelloFrame f;
+    char* out = f.bytes_.data();
+    type_name = type_name.substr(0, hello_max_name);
+    write_header(out, FrameKind::hello, Channel{}, 0.0);  // no channel name: cannot throw
+    put_le(out + 24, std::uint64_t{hello_payload_size + type_name.size()});
+    put_le(out + frame_header_size, protocol_version);
+    put_le(out + frame_header_size + 4, fingerprint);
+    std::memcpy(out + frame_header_size + hello_payload_size, type_name.data(), type_name.size());
+    f.size_ = frame_header_size + hello_payload_size + type_name.size();
     return f;
 }
+
+namespace {
+std::string demangled(std::string_view mangled) {
+    const std::string name(mangled);
+    int status = 0;
+    std::unique_ptr<char, void (*)(void*)> out(abi::__cxa_demangle(name.c_str(), nullptr, nullptr, &status), std::free);
+    return status == 0 && out ? std::string(out.get()) : name;
+}
+}  // namespace
 
 void mark_slot_frame(std::string& out, std::size_t start) noexcept {
     out[start + 3] = static_cast<char>(frame_flag_slot);
@@ -92,14 +109,22 @@ void append_frame(std::string& out, FrameKind kind, const Channel& channel, doub
     finish_frame(out, start, max_frame_size);
 }
 
-void check_hello(std::string_view payload, std::uint64_t fingerprint) {
-    if (payload.size() != hello_payload_size) throw ProtocolError("coproc: malformed hello frame");
+void check_hello(std::string_view payload, std::uint64_t fingerprint, std::string_view type_name) {
+    if (payload.size() < 4) throw ProtocolError("coproc: malformed hello frame");
     const auto version = get_le<std::uint32_t>(payload.data());
     if (version != protocol_version)
         throw ProtocolError("coproc: peer speaks protocol version " + std::to_string(version) + ", this side " +
-                            std::to_string(protocol_version));
-    if (get_le<std::uint64_t>(payload.data() + 4) != fingerprint)
+                            std::to_string(protocol_version) + " (build both sides with the same coproc)");
+    if (payload.size() < hello_payload_size || payload.size() > hello_payload_size + hello_max_name)
+        throw ProtocolError("coproc: malformed hello frame");
+    if (get_le<std::uint64_t>(payload.data() + 4) == fingerprint) return;
+    const std::string_view peer_name = payload.substr(hello_payload_size);
+    if (peer_name.empty() || type_name.empty())
         throw ProtocolError("coproc: the peer's message type differs from this side's (fingerprint mismatch)");
+    throw ProtocolError(
+        fmt::format("coproc: the peer's message type differs from this side's: this side has {}, "
+                    "the peer {} (both sides need the same Msg, built by the same compiler)",
+                    demangled(type_name), demangled(peer_name)));
 }
 
 std::string encode_error(std::string_view type_name, std::string_view message) {

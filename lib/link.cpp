@@ -40,15 +40,16 @@ void share_arrival_flags(LinkPair& pair) {
 }
 
 Link::Link(UniqueFd fd, UniqueFd side, std::uint64_t fingerprint, std::size_t max_frame_size, LargePayloadOptions large,
-           ArrivalFlags arrivals)
+           ArrivalFlags arrivals, std::string_view type_name)
     : fd_(std::move(fd)),
       side_(std::move(side)),
       reader_(max_frame_size),
       fingerprint_(fingerprint),
+      type_name_(type_name),
       slot_threshold_(side_ ? large.threshold : 0),
       slots_out_(large.limit),
       arrivals_(std::move(arrivals)) {
-    const HelloFrame hello = hello_frame(fingerprint);
+    const HelloFrame hello = hello_frame(fingerprint, type_name_);
     // peer_closed: the peer already ran and exited (a worker can be that
     // fast). What it sent is still in our socket; the next send will raise.
     (void)write(std::string_view(hello.data(), hello.size()), std::nullopt);
@@ -185,7 +186,7 @@ SendOutcome Link::send_begun_frame(FrameKind kind, std::size_t start, std::size_
 void Link::handle_hello(const FrameView& frame) {
     if (hello_seen_) throw ProtocolError("coproc: unexpected second hello frame");
     if (frame.kind != FrameKind::hello) throw ProtocolError("coproc: the peer did not start with a hello frame");
-    check_hello(frame.payload, fingerprint_);
+    check_hello(frame.payload, fingerprint_, type_name_);
     hello_seen_ = true;
 }
 
@@ -305,6 +306,11 @@ bool Link::wait(Deadline deadline) {
         dry_ = false;
     }
     return true;
+}
+
+std::string Link::peer_label() const {
+    const long pid = watch_ != nullptr ? watch_->peer_pid() : 0;
+    return pid > 0 ? " (worker pid " + std::to_string(pid) + ")" : std::string();
 }
 
 void Link::raise_peer_closed() {

@@ -201,4 +201,18 @@ SpawnedChannel spawned_channel() {
     return channel;
 }
 
+bool take_spawned_channel(SpawnedChannel& channel, int& exit_code) {
+    try {
+        channel = spawned_channel();
+        return true;
+    } catch (const ChannelClosed&) {
+        exit_code = 1;  // the host is gone: nobody to tell
+    } catch (const SpawnError& e) {
+        // One line, not an uncaught exception's abort and core dump.
+        std::fprintf(stderr, "%s; this is a coproc worker program: its host starts it\n", e.what());
+        exit_code = 2;
+    }
+    return false;
+}
+
 }  // namespace coproc::detail

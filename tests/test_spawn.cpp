@@ -18,6 +18,7 @@ extern "C" {
 #include <sys/pidfd.h>
 }
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -137,7 +138,20 @@ TEST_CASE("a program that cannot be started is a SpawnError, and leaves nothing 
             Worker w(program("int"));
             FAIL("the constructor returned");
         } catch (const coproc::SpawnError& e) {
-            CHECK_THAT(e.what(), Catch::Contains("message type differs"));
+            // Both types named: the host's std::string, the program's int.
+            CHECK_THAT(e.what(), Catch::Contains("message type differs") && Catch::Contains("this side has") &&
+                                     Catch::Contains("std::__cxx11::basic_string") && Catch::Contains("the peer int"));
+        }
+    }
+    SECTION("a program that never answers: killed at start_timeout, and the message says so") {
+        coproc::WorkerOptions options;
+        options.start_timeout = std::chrono::milliseconds(300);
+        try {
+            Worker w(options, coproc::Executable{"sleep", {"30"}});
+            FAIL("the constructor returned");
+        } catch (const coproc::SpawnError& e) {
+            CHECK_THAT(e.what(), Catch::Contains("'sleep'") &&
+                                     Catch::Contains("no answer within start_timeout (300 ms), so it was killed"));
         }
     }
     CHECK(coproc::test::open_fds() == fds_before);
@@ -325,18 +339,66 @@ TEST_CASE("a spawned worker dies with its host (parent-death signal)", "[spawn]"
     CHECK(info.si_status == SIGKILL);
 }
 
-TEST_CASE("worker_main refuses to run in a program no host started", "[spawn]") {
+namespace {
+// Runs `f` with fd 2 going to a temporary file; returns what was written there.
+template <class F>
+std::string capture_stderr(F&& f) {
+    std::FILE* tmp = std::tmpfile();
+    REQUIRE(tmp != nullptr);
+    std::fflush(stderr);
+    const int saved = ::dup(2);
+    ::dup2(::fileno(tmp), 2);
+    f();
+    std::fflush(stderr);
+    ::dup2(saved, 2);
+    ::close(saved);
+    std::string text;
+    std::rewind(tmp);
+    for (int c = std::fgetc(tmp); c != EOF; c = std::fgetc(tmp)) text += static_cast<char>(c);
+    std::fclose(tmp);
+    return text;
+}
+}  // namespace
+
+TEST_CASE("worker_main refuses to run in a program no host started: one line, exit code 2", "[spawn]") {
+    bool ran = false;
     ::unsetenv("COPROC_WORKER");
-    CHECK_THROWS_AS(coproc::worker_main<M>([](M&) {}), coproc::SpawnError);
+    int code = -1;
+    std::string said = capture_stderr([&] { code = coproc::worker_main<M>([&ran](M&) { ran = true; }); });
+    CHECK(code == 2);
+    CHECK_FALSE(ran);
+    CHECK(said.find("not started by a coproc::WorkerResource") != std::string::npos);
+    CHECK(std::count(said.begin(), said.end(), '\n') == 1);
     ::setenv("COPROC_WORKER", "not what a host writes", 1);
-    CHECK_THROWS_WITH(coproc::worker_main<M>([](M&) {}), Catch::Contains("malformed"));
+    said = capture_stderr([&] { code = coproc::worker_main<M>([&ran](M&) { ran = true; }); });
+    CHECK(code == 2);
+    CHECK(said.find("malformed") != std::string::npos);
     const auto is_socket = [](int fd) {
         struct stat st {};
         return ::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
     };
     if (!is_socket(3) || !is_socket(4)) {  // as in any program not started by a host
         ::setenv("COPROC_WORKER", fmt::format("1:{}:0:-1:{}:0:0", ::getppid(), 1 << 20).c_str(), 1);
-        CHECK_THROWS_WITH(coproc::worker_main<M>([](M&) {}), Catch::Contains("not the worker's socket"));
+        said = capture_stderr([&] { code = coproc::worker_main<M>([&ran](M&) { ran = true; }); });
+        CHECK(code == 2);
+        CHECK(said.find("not the worker's socket") != std::string::npos);
     }
     ::unsetenv("COPROC_WORKER");
+    CHECK_FALSE(ran);
+}
+
+TEST_CASE("a worker program run by hand prints one line and exits 2, no core dump", "[spawn]") {
+    for (const char* mode : {"echo", "pool"}) {
+        const std::string command = "env -u COPROC_WORKER '" + worker_program() + "' " + mode + " 2>&1";
+        std::FILE* out = ::popen(command.c_str(), "r");
+        REQUIRE(out != nullptr);
+        std::string text;
+        for (int c = std::fgetc(out); c != EOF; c = std::fgetc(out)) text += static_cast<char>(c);
+        const int status = ::pclose(out);
+        INFO(mode << ": " << text);
+        REQUIRE(WIFEXITED(status));
+        CHECK(WEXITSTATUS(status) == 2);
+        CHECK(std::count(text.begin(), text.end(), '\n') == 1);
+        CHECK(text.find("coproc worker program") != std::string::npos);
+    }
 }

@@ -123,6 +123,17 @@ TEST_CASE("a forked worker's message sent behind the host's backlog is still ord
     m.send_norequest(OrderedMsg{0, 0});
 }
 
+TEST_CASE("a receive that times out names its channel and the worker's pid", "[worker]") {
+    StrWorker w([](coproc::MultiMessenger<std::string>& m) { (void)m.receive_blocking(); });
+    try {
+        (void)w.messenger().receive_blocking("jobs", 50ms);
+        FAIL("receive_blocking returned");
+    } catch (const coproc::Timeout& e) {
+        CHECK_THAT(e.what(),
+                   Catch::Contains("channel 'jobs'") && Catch::Contains(fmt::format("worker pid {}", w.pid())));
+    }
+}
+
 TEST_CASE("targets: functions, lambdas with arguments, function objects; int results are exit codes", "[worker]") {
     SECTION("function") {
         IntWorker w(echo);

@@ -98,7 +98,7 @@ public:
         : link_(std::move(end.stream), std::move(end.side), detail::type_fingerprint<Msg>,
                 messenger_options.max_frame_size,
                 {messenger_options.shared_memory_threshold, messenger_options.shared_memory_limit},
-                std::move(end.arrivals)) {}
+                std::move(end.arrivals), typeid(Msg).name()) {}
     /// A connected stream socket you made (AF_UNIX socketpair, an accepted
     /// connection; the messenger owns it now): the same, without the
     /// shared-memory path (large payloads go through the socket; so must the
@@ -456,7 +456,9 @@ private:
     // Counts only what was (or is committed to be) written.
     void finish_send(detail::SendOutcome outcome, const Channel& channel, bool is_request, std::size_t count) {
         if (outcome == detail::SendOutcome::peer_closed) link_.raise_peer_closed();
-        if (outcome == detail::SendOutcome::timed_out) throw Timeout("coproc: send timed out; nothing was sent");
+        if (outcome == detail::SendOutcome::timed_out)
+            throw Timeout(
+                fmt::format("coproc: send on channel {} timed out{}; nothing was sent", channel, link_.peer_label()));
         if (count != 0) ctr_.count_sent(channel, is_request, count);
         if (outcome == detail::SendOutcome::timed_out_committed)
             throw Timeout(
@@ -502,7 +504,8 @@ private:
             drain();
             if (!queue_.empty(channel)) return;
             if (link_.peer_gone()) link_.raise_peer_closed();
-            if (deadline && !link_.wait(deadline)) throw Timeout("coproc: receive timed out");
+            if (deadline && !link_.wait(deadline))
+                throw Timeout(fmt::format("coproc: receive on channel {} timed out{}", channel, link_.peer_label()));
         }
     }
 
@@ -511,7 +514,8 @@ private:
             if (!deadline) link_.wait_for_data();
             if (drain() > 0) return;
             if (link_.peer_gone()) link_.raise_peer_closed();
-            if (deadline && !link_.wait(deadline)) throw Timeout("coproc: await_available timed out");
+            if (deadline && !link_.wait(deadline))
+                throw Timeout(fmt::format("coproc: await_available timed out{}", link_.peer_label()));
         }
     }
 

@@ -263,18 +263,14 @@ private:
 /// (may be empty; if it throws, the pool's constructor throws PoolError with
 /// its message). Returns the exit code for main() to return. Call it first
 /// thing in main(), before starting threads (it edits the environment).
-/// Throws SpawnError if this program was not started by a Pool (run by hand);
-/// returns 1 at once if the host has already exited.
+/// If this program was not started by a Pool (run by hand, say), prints one
+/// line on stderr and returns 2; if the host has already exited, returns 1.
 template <class Task, class Result, class F>
     requires std::is_invocable_r_v<Result, std::decay_t<F>&, const Task&>
 int pool_worker_main(F&& fn, std::function<void()> initializer = {}) {
     using Messenger = MultiMessenger<detail::PoolMessage<Task, Result>>;
     detail::SpawnedChannel channel;
-    try {
-        channel = detail::spawned_channel();
-    } catch (const ChannelClosed&) {
-        return 1;  // the host is gone
-    }
+    if (int code = 0; !detail::take_spawned_channel(channel, code)) return code;
     const std::size_t max_tasks = detail::take_pool_max_tasks();
     std::function<Result(const Task&)> f(std::forward<F>(fn));
     auto call = [&](Messenger& m) { return detail::serve_pool<Task, Result>(m, f, initializer, max_tasks); };

@@ -35,11 +35,7 @@ namespace detail {
 template <class Messenger, class F, class... Args>
 int spawned_worker_main(const MessengerOptions* own_options, F&& target, Args&&... args) {
     SpawnedChannel channel;
-    try {
-        channel = spawned_channel();
-    } catch (const ChannelClosed&) {
-        return 1;  // the host is gone
-    }
+    if (int code = 0; !take_spawned_channel(channel, code)) return code;
     auto call = bind_target<Messenger>(std::forward<F>(target), std::forward<Args>(args)...);
     const MessengerOptions& options = own_options != nullptr ? *own_options : channel.settings.messenger;
     const int code =
@@ -55,9 +51,9 @@ int spawned_worker_main(const MessengerOptions* own_options, F&& target, Args&&.
 /// a forked worker's would. Call it first thing in main(), before starting
 /// threads (it edits the environment: COPROC_WORKER is removed, so programs
 /// this one starts do not see it). Sets the parent-death signal the host
-/// asked for (WorkerOptions). Throws SpawnError if this program was not
-/// started by a WorkerResource (run by hand, say); returns 1 at once if the
-/// host has already exited. Never throws once the target runs.
+/// asked for (WorkerOptions). If this program was not started by a
+/// WorkerResource (run by hand, say), prints one line on stderr and returns
+/// 2; if the host has already exited, returns 1 at once. Never throws.
 template <class Messenger, class F, class... Args>
     requires std::invocable<std::decay_t<F>&, Messenger&, std::decay_t<Args>&...>
 int worker_main(F&& target, Args&&... args) {

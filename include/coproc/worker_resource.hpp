@@ -280,10 +280,13 @@ private:
     // The child runs: builds our messenger and waits for its hello.
     void await_start(detail::LinkEnd host_end, std::string_view program) {
         std::string why;
+        bool timed_out = false;
         try {
             messenger_.emplace(std::move(host_end), options_.messenger);
             messenger_->link().set_watch(watch_.get());
             if (messenger_->link().await_hello(detail::deadline_after(options_.start_timeout))) return;
+            // Still running without a word: too slow, or it never calls worker_main.
+            timed_out = !child().poll();
         } catch (const ChannelClosed&) {
             // fall through: the child died during start-up
         } catch (const ProtocolError& e) {
@@ -291,8 +294,14 @@ private:
         }
         const ExitStatus status = child().kill_and_reap();
         const std::string name = program.empty() ? std::string() : fmt::format(" ('{}')", program);
-        throw SpawnError(fmt::format("coproc: worker {}{} did not start ({}{}{})", pid(), name, status.describe(),
-                                     why.empty() ? "" : "; ", why));
+        if (timed_out)
+            throw SpawnError(fmt::format(
+                "coproc: worker {}{} did not start: no answer within start_timeout ({} ms), so it was killed", pid(),
+                name, options_.start_timeout.count()));
+        if (!why.empty())
+            throw SpawnError(
+                fmt::format("coproc: worker {}{} did not start: {} (then it {})", pid(), name, why, status.describe()));
+        throw SpawnError(fmt::format("coproc: worker {}{} did not start ({})", pid(), name, status.describe()));
     }
 
     std::optional<ExitStatus> join_until(detail::Deadline deadline) {

@@ -40,7 +40,7 @@ enum class FrameKind : std::uint8_t { hello = 1, data = 2, request = 3, reply = 
 
 inline constexpr std::size_t frame_header_size = 32;
 inline constexpr std::uint8_t frame_magic = 0xC5;
-inline constexpr std::uint32_t protocol_version = 3;
+inline constexpr std::uint32_t protocol_version = 4;
 inline constexpr std::uint8_t frame_flag_slot = 1;
 /// Default largest frame (header excluded) a reader accepts: 256 MiB.
 inline constexpr std::size_t default_max_frame_size = std::size_t{256} << 20;
@@ -89,14 +89,27 @@ void mark_slot_frame(std::string& out, std::size_t start) noexcept;
 void append_frame(std::string& out, FrameKind kind, const Channel& channel, double priority, std::string_view payload,
                   std::size_t max_frame_size);
 
-/// The hello frame: protocol version and message-type fingerprint. Built
+/// The hello frame: protocol version, message-type fingerprint, then the
+/// message type's (mangled) name, for the error when the types differ. Built
 /// without allocating (a worker sends it first thing after fork, where each
 /// heap page written is a copy-on-write fault).
-inline constexpr std::size_t hello_payload_size = 12;
-using HelloFrame = std::array<char, frame_header_size + hello_payload_size>;
-[[nodiscard]] HelloFrame hello_frame(std::uint64_t fingerprint) noexcept;
-/// Throws ProtocolError on a version or fingerprint mismatch, or bad bytes.
-void check_hello(std::string_view payload, std::uint64_t fingerprint);
+inline constexpr std::size_t hello_payload_size = 12;  // without the name
+inline constexpr std::size_t hello_max_name = 240;     // longer names are cut
+class HelloFrame {
+public:
+    [[nodiscard]] const char* data() const noexcept { return bytes_.data(); }
+    [[nodiscard]] std::size_t size() const noexcept { return size_; }
+
+private:
+    friend HelloFrame hello_frame(std::uint64_t, std::string_view) noexcept;
+    std::array<char, frame_header_size + hello_payload_size + hello_max_name> bytes_{};
+    std::size_t size_ = 0;
+};
+/// `type_name`: typeid(Msg).name() (static storage, nothing to allocate).
+[[nodiscard]] HelloFrame hello_frame(std::uint64_t fingerprint, std::string_view type_name = {}) noexcept;
+/// Throws ProtocolError on a version or fingerprint mismatch (naming both
+/// message types, demangled, when the peer sent its own), or bad bytes.
+void check_hello(std::string_view payload, std::uint64_t fingerprint, std::string_view type_name = {});
 /// Error payload: the exception's type name and message.
 [[nodiscard]] std::string encode_error(std::string_view type_name, std::string_view message);
 /// Throws the decoded exception (registered type or RemoteError); ProtocolError on bad bytes.

@@ -67,6 +67,8 @@ public:
     [[nodiscard]] virtual bool peer_exited() = 0;
     /// Throws the peer-is-gone exception (WorkerDied with the exit status).
     [[noreturn]] virtual void raise_peer_closed() = 0;
+    /// The peer's process id, for error messages (0: unknown).
+    [[nodiscard]] virtual long peer_pid() const noexcept { return 0; }
 
 protected:
     PeerWatch() = default;
@@ -112,8 +114,10 @@ public:
     /// `side`: the link's descriptor channel (see make_link_sockets), or an
     /// empty fd: then no payload goes through shared memory, and a peer's
     /// shared-memory descriptor is a ProtocolError. Throws SystemError.
+    /// `type_name`: typeid(Msg).name(), static storage (named in the hello,
+    /// for the error when the peer's type differs).
     Link(UniqueFd fd, UniqueFd side, std::uint64_t fingerprint, std::size_t max_frame_size,
-         LargePayloadOptions large = {}, ArrivalFlags arrivals = {});
+         LargePayloadOptions large = {}, ArrivalFlags arrivals = {}, std::string_view type_name = {});
 
     [[nodiscard]] int fd() const noexcept { return fd_.get(); }
     [[nodiscard]] std::size_t max_frame_size() const noexcept { return reader_.max_frame_size(); }
@@ -205,6 +209,8 @@ public:
 
     /// Throws WorkerDied (with a watch) or ChannelClosed.
     [[noreturn]] void raise_peer_closed();
+    /// " (worker pid N)" with a watch that knows the pid, else "": for messages.
+    [[nodiscard]] std::string peer_label() const;
 
     /// Startup handshake: waits for the peer's hello frame and leaves anything
     /// after it buffered. False if the peer closed or the deadline passed;
@@ -249,6 +255,7 @@ private:
     UniqueFd side_;  // SOCK_SEQPACKET: slots' memfds, one per datagram (see payload_slots.hpp)
     FrameReader reader_;
     std::uint64_t fingerprint_;
+    std::string_view type_name_;  // static storage (typeid's name)
     PeerWatch* watch_ = nullptr;
     bool hello_seen_ = false;
     bool eof_ = false;

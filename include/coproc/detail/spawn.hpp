@@ -58,4 +58,11 @@ struct SpawnedChannel {
 /// (it edits the environment): call it first thing in main().
 [[nodiscard]] SpawnedChannel spawned_channel();
 
+/// spawned_channel() for the entry points (worker_main, pool_worker_main):
+/// the channel, or, without one, the exit code main() should return: 1 if
+/// the host has already exited, 2 after one line on stderr if no host
+/// started this program (run by hand, say) or its set-up is broken. Never
+/// throws SpawnError or ChannelClosed.
+[[nodiscard]] bool take_spawned_channel(SpawnedChannel& channel, int& exit_code);
+
 }  // namespace coproc::detail

@@ -32,6 +32,7 @@ public:
     /// before it can be reaped. Then throws WorkerDied with its status, or
     /// ChannelClosed if it closed its channel but still runs.
     [[noreturn]] void raise_peer_closed() override;
+    [[nodiscard]] long peer_pid() const noexcept override { return child_->pid(); }
 
     /// Blocks until the child exits (reaping it) or the deadline passes;
     /// nullopt on deadline. Meanwhile whatever arrives on `link` is
