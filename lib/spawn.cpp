@@ -38,6 +38,7 @@ namespace {
 // ":<value>" for each MessengerOptions field, in for_each_option's order.
 // The link itself is always at fds 3 (stream) and 4 (side channel).
 constexpr std::string_view env_name = "COPROC_WORKER";
+constexpr std::string_view limits_env_name = "COPROC_WORKER_LIMITS";
 constexpr int stream_fd_number = 3;
 constexpr int side_fd_number = 4;
 constexpr int exit_fd_number = 5;
@@ -130,16 +131,20 @@ std::unique_ptr<ChildProcess> spawn_process(const std::string& path, const std::
                                    exit_write ? exit_fd_number : -1);
     for_each_option(settings.messenger,
                     [&ours](std::size_t value) { fmt::format_to(std::back_inserter(ours), ":{}", value); });
+    // The limits travel beside it; the program applies them (spawned_channel).
+    std::string limits;
+    if (!settings.limits.empty()) limits = fmt::format("{}={}", limits_env_name, encode_limits(settings.limits));
     std::vector<char*> envp;
     for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
         const std::string_view name = name_of(*e);
-        const bool replaced = name == env_name || std::any_of(env.begin(), env.end(), [&](const std::string& entry) {
-                                  return name_of(entry) == name;
-                              });
+        const bool replaced =
+            name == env_name || name == limits_env_name ||
+            std::any_of(env.begin(), env.end(), [&](const std::string& entry) { return name_of(entry) == name; });
         if (!replaced) envp.push_back(*e);
     }
     for (const auto& entry : env) envp.push_back(const_cast<char*>(entry.c_str()));  // NOLINT
     envp.push_back(const_cast<char*>(ours.c_str()));                                 // NOLINT
+    if (!limits.empty()) envp.push_back(const_cast<char*>(limits.c_str()));          // NOLINT
     envp.push_back(nullptr);
 
     pid_t pid = -1;
@@ -174,6 +179,10 @@ SpawnedChannel spawned_channel() {
     });
     if (*rest != '\0' || settings.messenger.max_frame_size == 0) throw malformed();
     (void)::unsetenv(std::string(env_name).c_str());  // not for the programs we start
+    if (const char* limits = std::getenv(std::string(limits_env_name).c_str())) {
+        settings.limits = decode_limits(limits);
+        (void)::unsetenv(std::string(limits_env_name).c_str());
+    }
     for (const int fd : {stream_fd_number, side_fd_number}) {
         struct stat st {};
         if (::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
@@ -184,6 +193,8 @@ SpawnedChannel spawned_channel() {
     // we do, then check the host did not die before (nobody would signal us).
     if (death_signal != 0) (void)::prctl(PR_SET_PDEATHSIG, static_cast<unsigned long>(death_signal));
     if (::getppid() != host) throw ChannelClosed("coproc: the host exited before its spawned worker started");
+    // The host's WorkerLimits, before the target runs (the host checked them).
+    if (char why[256]; !apply_limits(settings.limits, why, sizeof why)) throw SpawnError(why);
 
     SpawnedChannel channel;
     channel.settings = settings;

@@ -20,6 +20,8 @@
 
 #include <fmt/format.h>
 
+#include "support.hpp"
+
 namespace {
 
 using M = coproc::PriorityMessenger<std::string>;
@@ -92,6 +94,7 @@ int main(int argc, char** argv) {
             for (;;) spin = spin + 1;  // computes, never reads: only a signal ends it
         }
         if (mode == "report") m.send_norequest(report());
+        if (mode == "limits") m.send_norequest(coproc::test::limits_report());
         if (mode == "options") m.send_norequest(std::to_string(m.link().max_frame_size()));
         if (mode == "where") {
             char cwd[4096] = "?";

@@ -1,6 +1,8 @@
 #include "support.hpp"
 
 #include <dirent.h>
+#include <sched.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -46,6 +48,23 @@ std::string pattern(std::size_t size, unsigned seed) {
     std::string s(size, '\0');
     for (std::size_t i = 0; i < size; ++i) s[i] = static_cast<char>((i * 131 + seed * 7919 + (i >> 12)) & 0xFF);
     return s;
+}
+
+std::string limits_report() {
+    const auto soft = [](int resource) {
+        rlimit r{};
+        (void)::getrlimit(resource, &r);
+        return r.rlim_cur == RLIM_INFINITY ? std::string("inf") : std::to_string(r.rlim_cur);
+    };
+    std::string cpus;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (::sched_getaffinity(0, sizeof(set), &set) == 0) {
+        for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+            if (CPU_ISSET(static_cast<std::size_t>(cpu), &set)) cpus += (cpus.empty() ? "" : ",") + std::to_string(cpu);
+    }
+    return "nofile=" + soft(RLIMIT_NOFILE) + " cpu=" + soft(RLIMIT_CPU) + " as=" + soft(RLIMIT_AS) +
+           " nice=" + std::to_string(::getpriority(PRIO_PROCESS, 0)) + " cpus=" + cpus;
 }
 
 }  // namespace coproc::test

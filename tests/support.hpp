@@ -29,4 +29,8 @@ bool wait_gone(long pid, std::chrono::milliseconds limit);
 /// truncated or overwritten payload cannot compare equal.
 std::string pattern(std::size_t size, unsigned seed);
 
+/// This process's limits as "nofile=N cpu=N as=N nice=N cpus=a,b" (soft
+/// rlimits; "inf" for none), what a worker reports to check WorkerLimits.
+std::string limits_report();
+
 }  // namespace coproc::test

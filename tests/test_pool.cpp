@@ -7,6 +7,7 @@
 #include <coproc/shared_value.hpp>
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -496,4 +497,21 @@ TEST_CASE("spawn mode: max_tasks_per_worker recycles programs; initializer rules
     // A program that is not a pool worker of these types.
     CHECK_THROWS_AS((coproc::Pool<int, long>(pool_program("echo"), spawn_options(1))), coproc::SpawnError);
     CHECK(no_children());
+}
+
+TEST_CASE("a pool's workers run under PoolOptions::worker.limits", "[pool][limits]") {
+    auto opts = options(2);
+    opts.worker.limits.open_files = 40;
+    coproc::Pool<int, long> pool(
+        [](const int&) {
+            rlimit r{};
+            (void)::getrlimit(RLIMIT_NOFILE, &r);
+            return static_cast<long>(r.rlim_cur);
+        },
+        opts);
+    const auto results = pool.map(std::vector<int>{1, 2, 3, 4});
+    CHECK(results == std::vector<long>{40, 40, 40, 40});
+    opts.worker.limits.nice = 99;
+    CHECK_THROWS_WITH((coproc::Pool<int, long>([](const int& x) { return static_cast<long>(x); }, opts)),
+                      Catch::Contains("WorkerLimits::nice = 99"));
 }

@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -401,4 +402,18 @@ TEST_CASE("a worker program run by hand prints one line and exits 2, no core dum
         CHECK(std::count(text.begin(), text.end(), '\n') == 1);
         CHECK(text.find("coproc worker program") != std::string::npos);
     }
+}
+
+TEST_CASE("WorkerLimits apply in a spawned worker too", "[spawn][limits]") {
+    coproc::WorkerOptions options;
+    options.limits.open_files = 48;
+    options.limits.cpu_seconds = 90;
+    options.limits.nice = std::max(3, ::getpriority(PRIO_PROCESS, 0));
+    Worker w(options, program("limits"));
+    const std::string report = w.messenger().receive_blocking(10s);
+    CHECK_THAT(report,
+               Catch::StartsWith("nofile=48 cpu=90 ") && Catch::Contains(fmt::format("nice={}", *options.limits.nice)));
+    // And the variable that carried them is gone from its environment.
+    Worker w2(program("report"));
+    CHECK_THAT(w2.messenger().receive_blocking(10s), Catch::Contains("env=unset"));
 }

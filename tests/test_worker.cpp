@@ -7,8 +7,13 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <new>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -17,6 +22,8 @@
 #include <cstdlib>
 #include <string>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "support.hpp"
 
@@ -420,4 +427,59 @@ TEST_CASE("WorkerResource is move-only and moves keep the worker", "[worker]") {
     CHECK(coproc::test::not_our_child(pid_c));
     c.messenger().send_request(4);
     CHECK(c.messenger().receive_blocking(5s) == 4);
+}
+
+namespace {
+// The first CPU this process may run on.
+int first_cpu() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    REQUIRE(::sched_getaffinity(0, sizeof(set), &set) == 0);
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+        if (CPU_ISSET(static_cast<std::size_t>(cpu), &set)) return cpu;
+    return 0;
+}
+}  // namespace
+
+TEST_CASE("WorkerLimits apply in a forked worker before its target runs", "[worker][limits]") {
+    coproc::WorkerOptions options;
+    options.limits.open_files = 64;
+    options.limits.cpu_seconds = 100;
+    options.limits.address_space_bytes = std::uint64_t{8} << 30;
+    options.limits.nice = std::max(5, ::getpriority(PRIO_PROCESS, 0));
+    options.limits.cpus = {first_cpu()};
+    StrWorker w(options,
+                [](coproc::MultiMessenger<std::string>& m) { m.send_norequest(coproc::test::limits_report()); });
+    const std::string report = w.messenger().receive_blocking(10s);
+    CHECK(report == fmt::format("nofile=64 cpu=100 as={} nice={} cpus={}", std::uint64_t{8} << 30, *options.limits.nice,
+                                first_cpu()));
+    // The host itself is untouched.
+    CHECK(coproc::test::limits_report() != report);
+}
+
+TEST_CASE("a worker over its address-space limit gets bad_alloc, which reaches the host", "[worker][limits]") {
+    coproc::WorkerOptions options;
+    options.limits.address_space_bytes = std::uint64_t{1} << 30;
+    IntWorker w(options, [](coproc::PriorityMessenger<int>& m) {
+        std::vector<char> big(std::size_t{2} << 30, 'x');  // 2 GiB: beyond the limit
+        m.send_norequest(static_cast<int>(big.size()));
+    });
+    // std::bad_alloc cannot be rebuilt from a message: it arrives as a RemoteError naming it.
+    try {
+        (void)w.messenger().receive_blocking(10s);
+        FAIL("no error arrived");
+    } catch (const coproc::RemoteError& e) {
+        CHECK_THAT(e.what(), Catch::Contains("std::bad_alloc"));
+    }
+}
+
+TEST_CASE("limits that cannot be applied are a SpawnError naming them, before any fork", "[worker][limits]") {
+    coproc::WorkerOptions options;
+    options.limits.cpus = {CPU_SETSIZE - 1};  // no machine here lets us use CPU 1023
+    CHECK_THROWS_WITH(StrWorker(options, [](coproc::MultiMessenger<std::string>&) {}),
+                      Catch::Contains("WorkerLimits::cpus") && Catch::Contains("CPU 1023"));
+    options.limits.cpus.clear();
+    options.limits.nice = 25;
+    CHECK_THROWS_WITH(StrWorker(options, [](coproc::MultiMessenger<std::string>&) {}),
+                      Catch::Contains("WorkerLimits::nice = 25"));
 }

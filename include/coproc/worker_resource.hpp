@@ -53,6 +53,7 @@
 #include "coproc/detail/worker_watch.hpp"
 #include "coproc/error.hpp"
 #include "coproc/messenger.hpp"
+#include "coproc/worker_limits.hpp"
 
 namespace coproc {
 
@@ -67,6 +68,9 @@ struct WorkerOptions {
     /// PR_SET_PDEATHSIG fires when the creating *thread* exits.
     int parent_death_signal = SIGKILL;
     MessengerOptions messenger{};
+    /// Resource limits, nice value, CPU affinity (coproc/worker_limits.hpp):
+    /// applied in the worker before its target runs, fork and spawn mode.
+    WorkerLimits limits{};
 };
 
 /// Spawn mode: a worker that is a program of its own, whose main() calls
@@ -159,8 +163,10 @@ public:
     WorkerResource(const WorkerOptions& worker_options, F&& target, Args&&... args) : options_(worker_options) {
         auto call = detail::bind_target<Messenger>(std::forward<F>(target), std::forward<Args>(args)...);
         using Call = decltype(call);
+        detail::check_limits(options_.limits);
         start({}, true, [&](const detail::LinkEnd& child_end) {
-            ChildContext<Call> ctx{&call, options_.messenger, child_end.side.get(), child_end.arrivals};
+            ChildContext<Call> ctx{&call, options_.messenger, child_end.side.get(), child_end.arrivals,
+                                   &options_.limits};
             return detail::ChildProcess::fork(child_end.stream.get(), child_end.side.get(),
                                               options_.parent_death_signal, &child_main<Call>, &ctx);
         });
@@ -175,10 +181,11 @@ public:
     /// does not answer within start_timeout (it is killed and reaped then).
     explicit WorkerResource(const Executable& program) : WorkerResource(WorkerOptions{}, program) {}
     WorkerResource(const WorkerOptions& worker_options, const Executable& program) : options_(worker_options) {
+        detail::check_limits(options_.limits);
         start(program.path, false, [&](const detail::LinkEnd& child_end) {
             return detail::spawn_process(program.path, program.args, program.env, program.working_directory,
                                          child_end.stream.get(), child_end.side.get(),
-                                         {options_.parent_death_signal, options_.messenger});
+                                         {options_.parent_death_signal, options_.messenger, options_.limits});
         });
     }
 
@@ -239,6 +246,7 @@ private:
         MessengerOptions options;
         int side_fd;  // the child's end of the link's descriptor channel
         detail::ArrivalFlags arrivals;
+        const WorkerLimits* limits;
     };
 
     // The child's whole life: build its messenger, run the target, report an
@@ -246,6 +254,7 @@ private:
     template <class Call>
     [[noreturn]] static void child_main(void* context, int fd) noexcept {
         auto& ctx = *static_cast<ChildContext<Call>*>(context);
+        detail::apply_limits_or_exit(*ctx.limits);
         // Workers this worker starts must not inherit its channel (they
         // would keep the host from seeing EOF when this worker dies):
         // ChildProcess::fork registered both its fds as this process's.

@@ -138,10 +138,12 @@ public:
     // Starts the fork server (fork mode), then the workers; waits for each
     // to be ready.
     void start() {
+        check_limits(options_.worker.limits);
         if (program_) {
-            server_ =
-                spawn_launcher(*program_, SpawnSettings{options_.worker.parent_death_signal, options_.worker.messenger},
-                               options_.max_tasks_per_worker);
+            server_ = spawn_launcher(
+                *program_,
+                SpawnSettings{options_.worker.parent_death_signal, options_.worker.messenger, options_.worker.limits},
+                options_.max_tasks_per_worker);
         } else {
             context_ = WorkerContext{&fn_, &options_};
             server_ = fork_launcher(&worker_main, &context_, options_.worker.parent_death_signal);
@@ -299,6 +301,7 @@ public:
 private:
     [[noreturn]] static void worker_main(void* raw, int fd) noexcept {
         auto& ctx = *static_cast<WorkerContext*>(raw);
+        apply_limits_or_exit(ctx.options->worker.limits);
         auto run = [&ctx](Messenger& messenger) {
             return serve_pool<Task, Result>(messenger, *ctx.fn, ctx.options->initializer,
                                             ctx.options->max_tasks_per_worker);

@@ -12,6 +12,7 @@
 #include "coproc/detail/fork_registry.hpp"
 #include "coproc/detail/unique_fd.hpp"
 #include "coproc/messenger_options.hpp"
+#include "coproc/worker_limits.hpp"
 
 namespace coproc::detail {
 
@@ -21,6 +22,7 @@ namespace coproc::detail {
 struct SpawnSettings {
     int parent_death_signal = 0;
     MessengerOptions messenger{};
+    WorkerLimits limits{};  // applied by spawned_channel(), before the target runs
 };
 
 /// Starts the executable `path` (searched in PATH when it has no '/') with
