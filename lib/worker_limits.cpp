@@ -46,8 +46,8 @@ void check_limits(const WorkerLimits& limits) {
         if (::getrlimit(r.resource, &current) != 0) continue;
         const rlim_t hard = static_cast<rlim_t>(*value) + r.extra_hard;
         if (current.rlim_max != RLIM_INFINITY && hard > current.rlim_max && !may_raise_limits())
-            throw SpawnError(fmt::format("coproc: WorkerLimits::{} = {} is above this process's hard limit ({})", r.name,
-                                         *value, current.rlim_max));
+            throw SpawnError(fmt::format("coproc: WorkerLimits::{} = {} is above this process's hard limit ({})",
+                                         r.name, *value, current.rlim_max));
     }
     if (limits.nice) {
         if (*limits.nice < -20 || *limits.nice > 19)
@@ -55,9 +55,9 @@ void check_limits(const WorkerLimits& limits) {
         errno = 0;
         const int ours = ::getpriority(PRIO_PROCESS, 0);
         if (errno == 0 && *limits.nice < ours && !may_raise_limits())
-            throw SpawnError(fmt::format(
-                "coproc: WorkerLimits::nice = {} is below this process's ({}): lowering it needs privilege", *limits.nice,
-                ours));
+            throw SpawnError(
+                fmt::format("coproc: WorkerLimits::nice = {} is below this process's ({}): lowering it needs privilege",
+                            *limits.nice, ours));
     }
     if (!limits.cpus.empty()) {
         cpu_set_t allowed;
