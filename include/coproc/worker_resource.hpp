@@ -233,6 +233,13 @@ public:
     /// Never blocks. False once the worker has exited (it is reaped then).
     [[nodiscard]] bool is_alive() { return !child().poll(); }
     [[nodiscard]] long pid() const noexcept { return watch_->child().pid(); }
+    /// For an event loop (epoll, Boost.Asio): an fd that becomes readable
+    /// once the worker has exited (its pidfd, or an exit pipe's read end on
+    /// kernels without pidfd_open). Wait for readability only: never read,
+    /// close or keep it past this object; then call join(timeout).
+    /// The messenger's own fd (messenger().fd()) is the other half; see the
+    /// README, "Event loops".
+    [[nodiscard]] int exit_fd() const noexcept { return watch_->child().exit_fd(); }
     /// Never blocks. The exit status once the worker has exited.
     [[nodiscard]] std::optional<ExitStatus> exit_status() {
         child().poll();
