@@ -31,7 +31,7 @@ private:
 class SpawnLauncher final : public PoolLauncher {
 public:
     SpawnLauncher(Executable program, SpawnSettings settings, std::size_t max_tasks)
-        : program_(std::move(program)), settings_(settings) {
+        : program_(std::move(program)), settings_(std::move(settings)) {
         program_.env.push_back(fmt::format("{}={}", max_tasks_variable, max_tasks));
     }
     ~SpawnLauncher() override {
