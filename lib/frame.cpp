@@ -73,7 +73,8 @@ HelloFrame hello_frame(std::uint64_t fingerprint, std::string_view type_name) no
     put_le(out + 24, std::uint64_t{hello_payload_size + type_name.size()});
     put_le(out + frame_header_size, protocol_version);
     put_le(out + frame_header_size + 4, fingerprint);
-    std::memcpy(out + frame_header_size + hello_payload_size, type_name.data(), type_name.size());
+    if (!type_name.empty())  // an empty view may have a null data()
+        std::memcpy(out + frame_header_size + hello_payload_size, type_name.data(), type_name.size());
     f.size_ = frame_header_size + hello_payload_size + type_name.size();
     return f;
 }
