@@ -175,18 +175,20 @@ bool ChildProcess::reap_now() {
 
 bool ChildProcess::poll() { return status_ || reap_now(); }
 
-std::optional<ExitStatus> ChildProcess::wait(Deadline deadline, Input* input) {
+std::optional<ExitStatus> ChildProcess::wait(Deadline deadline, Input* input, Input* other) {
     while (!poll()) {
         const int extra = input != nullptr ? input->fd() : -1;
+        const int second = other != nullptr ? other->fd() : -1;
         // An exit pipe stays open while a grandchild the worker forked holds
         // its write end: without a pidfd, reap-poll at least every 100 ms.
-        const unsigned ready = wait_readable(exit_fd_.get(), extra,
-                                             is_pidfd_ ? deadline : at_most(deadline, std::chrono::milliseconds(100)));
+        const unsigned ready = wait_readable(
+            exit_fd_.get(), extra, is_pidfd_ ? deadline : at_most(deadline, std::chrono::milliseconds(100)), second);
         if (ready == ready_none) {
             if (deadline && Clock::now() >= *deadline) return std::nullopt;
             continue;
         }
         if ((ready & ready_extra) != 0) input->read_available();
+        if ((ready & ready_service) != 0) other->read_available();
         if ((ready & ready_fd) != 0 && !is_pidfd_ && !poll()) {
             // Exit pipe at EOF: the child closes it as it exits, a moment
             // before it can be reaped (or it closed the pipe itself: then we

@@ -40,22 +40,25 @@ int poll_until(pollfd* fds, nfds_t count, Deadline deadline) {
 
 }  // namespace
 
-unsigned wait_readable(int fd, int extra_fd, Deadline deadline) {
-    pollfd fds[2] = {{fd, POLLIN, 0}, {extra_fd, POLLIN, 0}};
-    const nfds_t count = extra_fd >= 0 ? 2 : 1;
+unsigned wait_readable(int fd, int extra_fd, Deadline deadline, int service_fd) {
+    // poll() ignores entries with a negative fd: the set keeps its shape.
+    pollfd fds[3] = {{fd, POLLIN, 0}, {extra_fd, POLLIN, 0}, {service_fd, POLLIN, 0}};
+    const nfds_t count = service_fd >= 0 ? 3 : extra_fd >= 0 ? 2 : 1;
     if (poll_until(fds, count, deadline) == 0) return ready_none;
     unsigned mask = ready_none;
     if (fds[0].revents != 0) mask |= ready_fd;
-    if (count == 2 && fds[1].revents != 0) mask |= ready_extra;
+    if (count >= 2 && fds[1].revents != 0) mask |= ready_extra;
+    if (count == 3 && fds[2].revents != 0) mask |= ready_service;
     return mask;
 }
 
-unsigned wait_io(int fd, bool also_readable, Deadline deadline) {
-    pollfd pfd{fd, static_cast<short>(POLLOUT | (also_readable ? POLLIN : 0)), 0};
-    if (poll_until(&pfd, 1, deadline) == 0) return io_none;
+unsigned wait_io(int fd, bool also_readable, Deadline deadline, int service_fd) {
+    pollfd fds[2] = {{fd, static_cast<short>(POLLOUT | (also_readable ? POLLIN : 0)), 0}, {service_fd, POLLIN, 0}};
+    if (poll_until(fds, service_fd >= 0 ? 2 : 1, deadline) == 0) return io_none;
     unsigned mask = io_none;
-    if ((pfd.revents & (POLLOUT | POLLERR | POLLHUP)) != 0) mask |= io_writable;
-    if ((pfd.revents & POLLIN) != 0) mask |= io_readable;
+    if ((fds[0].revents & (POLLOUT | POLLERR | POLLHUP)) != 0) mask |= io_writable;
+    if ((fds[0].revents & POLLIN) != 0) mask |= io_readable;
+    if (service_fd >= 0 && fds[1].revents != 0) mask |= io_service;
     return mask;
 }
 

@@ -21,21 +21,22 @@ namespace coproc::detail {
 [[nodiscard]] FdPair make_socketpair(int type = SOCK_STREAM);
 
 /// Readiness bits returned by wait_readable.
-enum : unsigned { ready_none = 0, ready_fd = 1, ready_extra = 2 };
+enum : unsigned { ready_none = 0, ready_fd = 1, ready_extra = 2, ready_service = 4 };
 
-/// Waits until `fd` is readable (or hung up), or `extra_fd` (may be -1) is
-/// readable, or the deadline passes. Survives signals: the remaining time is
-/// recomputed from the deadline. Returns a mask of ready_fd / ready_extra;
-/// ready_none means the deadline passed.
-[[nodiscard]] unsigned wait_readable(int fd, int extra_fd, Deadline deadline);
+/// Waits until `fd` is readable (or hung up), or `extra_fd` or `service_fd`
+/// (either may be -1) is readable, or the deadline passes. Survives signals:
+/// the remaining time is recomputed from the deadline. Returns a mask of
+/// ready_fd / ready_extra / ready_service; ready_none means the deadline passed.
+[[nodiscard]] unsigned wait_readable(int fd, int extra_fd, Deadline deadline, int service_fd = -1);
 
 /// Readiness bits returned by wait_io.
-enum : unsigned { io_none = 0, io_writable = 1, io_readable = 2 };
+enum : unsigned { io_none = 0, io_writable = 1, io_readable = 2, io_service = 4 };
 
 /// Waits until `fd` is writable (or in error), or, if `also_readable`, has
-/// something to read. Returns a mask of io_writable / io_readable; io_none
-/// means the deadline passed. Survives signals like wait_readable.
-[[nodiscard]] unsigned wait_io(int fd, bool also_readable, Deadline deadline);
+/// something to read, or `service_fd` (may be -1) is readable. Returns a mask
+/// of io_writable / io_readable / io_service; io_none means the deadline
+/// passed. Survives signals like wait_readable.
+[[nodiscard]] unsigned wait_io(int fd, bool also_readable, Deadline deadline, int service_fd = -1);
 
 /// Descriptors received with SCM_RIGHTS, oldest first (CLOEXEC).
 using FdInbox = std::deque<UniqueFd>;

@@ -91,6 +91,9 @@ std::unique_ptr<ChildProcess> spawn_process(const std::string& path, const std::
     auto [exit_read, low_exit_write] = ChildProcess::exit_pipe();
     UniqueFd exit_write = low_exit_write ? above_child_fds(low_exit_write.get()) : UniqueFd();
     low_exit_write.reset();
+    // Likewise the output sinks' fds, which may sit at 3, 4 or 5.
+    const UniqueFd out = settings.stdout_fd >= 0 ? above_child_fds(settings.stdout_fd) : UniqueFd();
+    const UniqueFd err = settings.stderr_fd >= 0 ? above_child_fds(settings.stderr_fd) : UniqueFd();
 
     // dup2 onto another number clears FD_CLOEXEC on the copy: these survive
     // the exec; everything above them is closed (coproc's fds are all
@@ -101,6 +104,8 @@ std::unique_ptr<ChildProcess> spawn_process(const std::string& path, const std::
     if (exit_write)
         check_spawn(::posix_spawn_file_actions_adddup2(&fa.object, exit_write.get(), exit_fd_number),
                     "posix_spawn adddup2");
+    if (out) check_spawn(::posix_spawn_file_actions_adddup2(&fa.object, out.get(), 1), "posix_spawn adddup2");
+    if (err) check_spawn(::posix_spawn_file_actions_adddup2(&fa.object, err.get(), 2), "posix_spawn adddup2");
     check_spawn(
         ::posix_spawn_file_actions_addclosefrom_np(&fa.object, exit_write ? exit_fd_number + 1 : exit_fd_number),
         "posix_spawn addclosefrom");

@@ -73,6 +73,14 @@ int main(int argc, char** argv) {
             return static_cast<long>(x) * x;
         });
     }
+    if (mode == "pool-print") {  // x -> x*x, printing "task x" on stdout and "err x" on stderr
+        return coproc::pool_worker_main<int, long>([](const int& x) -> long {
+            std::printf("task %d\n", x);
+            std::fflush(stdout);
+            std::fprintf(stderr, "err %d\n", x);
+            return static_cast<long>(x) * x;
+        });
+    }
     if (mode == "pool-pid") {  // the worker's pid, for recycling
         return coproc::pool_worker_main<int, long>([](const int&) -> long { return ::getpid(); });
     }
@@ -106,6 +114,12 @@ int main(int argc, char** argv) {
         }
         if (mode == "stdout") {
             std::printf("printed by a spawned worker\n");
+            m.send_norequest("printed");
+        }
+        if (mode == "stdout-stderr") {  // flushed lines on both, then a reply
+            std::printf("out one\nout two\n");
+            std::fflush(stdout);
+            std::fprintf(stderr, "err one\n");
             m.send_norequest("printed");
         }
         if (mode == "nested") {

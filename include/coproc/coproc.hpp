@@ -22,5 +22,6 @@
 #include "coproc/shared_value.hpp"
 #include "coproc/unique_fd.hpp"
 #include "coproc/worker_limits.hpp"
+#include "coproc/worker_output.hpp"
 #include "coproc/worker_main.hpp"
 #include "coproc/worker_resource.hpp"

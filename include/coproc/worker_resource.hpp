@@ -20,6 +20,9 @@
 // default signal dispositions and mask, every fd coproc holds for other
 // workers closed, the parent-death signal set (WorkerOptions), _exit at the end.
 //
+// stdout and stderr are the host's unless WorkerOptions::std_out / std_err
+// send them to /dev/null, a file or a callback per line (worker_output.hpp).
+//
 // Spawn mode, WorkerResource<M> w(Executable{path, args}), starts a program
 // of its own whose main() calls coproc::worker_main<M> (worker_main.hpp):
 // safe from any thread of a multi-threaded host; the same API otherwise.
@@ -49,11 +52,13 @@
 #include "coproc/detail/child_process.hpp"
 #include "coproc/detail/fork_registry.hpp"
 #include "coproc/detail/link.hpp"
+#include "coproc/detail/output_capture.hpp"
 #include "coproc/detail/spawn.hpp"
 #include "coproc/detail/worker_watch.hpp"
 #include "coproc/error.hpp"
 #include "coproc/messenger.hpp"
 #include "coproc/worker_limits.hpp"
+#include "coproc/worker_output.hpp"
 
 namespace coproc {
 
@@ -71,6 +76,10 @@ struct WorkerOptions {
     /// Resource limits, nice value, CPU affinity (coproc/worker_limits.hpp):
     /// applied in the worker before its target runs, fork and spawn mode.
     WorkerLimits limits{};
+    /// Where the worker's stdout and stderr go (coproc/worker_output.hpp):
+    /// the host's (default), discarded, a file, or a callback per line.
+    OutputSink std_out{};
+    OutputSink std_err{};
 };
 
 /// Spawn mode: a worker that is a program of its own, whose main() calls
@@ -164,9 +173,15 @@ public:
         auto call = detail::bind_target<Messenger>(std::forward<F>(target), std::forward<Args>(args)...);
         using Call = decltype(call);
         detail::check_limits(options_.limits);
-        start({}, true, [&](const detail::LinkEnd& child_end) {
-            ChildContext<Call> ctx{&call, options_.messenger, child_end.side.get(), child_end.arrivals,
-                                   &options_.limits};
+        start({}, true, [&](const detail::LinkEnd& child_end, const detail::OutputCapture* output) {
+            ChildContext<Call> ctx{&call,
+                                   options_.messenger,
+                                   child_end.side.get(),
+                                   child_end.arrivals,
+                                   &options_.limits,
+                                   output != nullptr ? output->child_fd(0) : -1,
+                                   output != nullptr ? output->child_fd(1) : -1,
+                                   output != nullptr && output->stdout_is_lines()};
             return detail::ChildProcess::fork(child_end.stream.get(), child_end.side.get(),
                                               options_.parent_death_signal, &child_main<Call>, &ctx);
         });
@@ -182,10 +197,12 @@ public:
     explicit WorkerResource(const Executable& program) : WorkerResource(WorkerOptions{}, program) {}
     WorkerResource(const WorkerOptions& worker_options, const Executable& program) : options_(worker_options) {
         detail::check_limits(options_.limits);
-        start(program.path, false, [&](const detail::LinkEnd& child_end) {
-            return detail::spawn_process(program.path, program.args, program.env, program.working_directory,
-                                         child_end.stream.get(), child_end.side.get(),
-                                         {options_.parent_death_signal, options_.messenger, options_.limits});
+        start(program.path, false, [&](const detail::LinkEnd& child_end, const detail::OutputCapture* output) {
+            return detail::spawn_process(
+                program.path, program.args, program.env, program.working_directory, child_end.stream.get(),
+                child_end.side.get(),
+                {options_.parent_death_signal, options_.messenger, options_.limits,
+                 output != nullptr ? output->child_fd(0) : -1, output != nullptr ? output->child_fd(1) : -1});
         });
     }
 
@@ -225,13 +242,17 @@ public:
     ExitStatus terminate(Duration grace) {
         child().signal(SIGTERM);
         if (auto s = watch_->wait(messenger_->link(), detail::deadline_after(grace))) return *s;
-        return child().kill_and_reap();
+        return reaped(child().kill_and_reap());
     }
     /// SIGKILL and reap. Blocks until the kernel has ended the child.
-    ExitStatus kill() { return child().kill_and_reap(); }
+    ExitStatus kill() { return reaped(child().kill_and_reap()); }
 
     /// Never blocks. False once the worker has exited (it is reaped then).
-    [[nodiscard]] bool is_alive() { return !child().poll(); }
+    [[nodiscard]] bool is_alive() {
+        if (!child().poll()) return true;
+        (void)watch_->finish_output();
+        return false;
+    }
     [[nodiscard]] long pid() const noexcept { return watch_->child().pid(); }
     /// For an event loop (epoll, Boost.Asio): an fd that becomes readable
     /// once the worker has exited (its pidfd, or an exit pipe's read end on
@@ -242,9 +263,18 @@ public:
     [[nodiscard]] int exit_fd() const noexcept { return watch_->child().exit_fd(); }
     /// Never blocks. The exit status once the worker has exited.
     [[nodiscard]] std::optional<ExitStatus> exit_status() {
-        child().poll();
+        if (child().poll()) (void)watch_->finish_output();
         return child().status();
     }
+
+    /// Never blocks: calls the lines sinks' callbacks for every complete
+    /// line the worker has written so far; returns how many (0 without a
+    /// lines sink). The waits of this worker and its messenger do the same.
+    std::size_t pump_output() noexcept { return watch_->pump_output(); }
+    /// For an event loop: readable when a lines sink has something to read
+    /// (then call pump_output()); -1 without a lines sink, and once the
+    /// worker's output is all delivered. Never read, close or keep it.
+    [[nodiscard]] int output_fd() const noexcept { return watch_->service_fd(); }
 
 private:
     template <class Call>
@@ -254,6 +284,9 @@ private:
         int side_fd;  // the child's end of the link's descriptor channel
         detail::ArrivalFlags arrivals;
         const WorkerLimits* limits;
+        int stdout_fd;  // the worker's fds 1 and 2 (-1: the host's)
+        int stderr_fd;
+        bool line_buffer_stdout;
     };
 
     // The child's whole life: build its messenger, run the target, report an
@@ -261,6 +294,7 @@ private:
     template <class Call>
     [[noreturn]] static void child_main(void* context, int fd) noexcept {
         auto& ctx = *static_cast<ChildContext<Call>*>(context);
+        detail::redirect_output_or_exit(ctx.stdout_fd, ctx.stderr_fd, ctx.line_buffer_stdout);
         detail::apply_limits_or_exit(*ctx.limits);
         // Workers this worker starts must not inherit its channel (they
         // would keep the host from seeing EOF when this worker dies):
@@ -272,19 +306,29 @@ private:
 
     [[nodiscard]] detail::ChildProcess& child() noexcept { return watch_->child(); }
 
-    // The one start sequence, forked or spawned: a new link; launch(child's
-    // end) starts the child, which alone keeps that end; then our messenger
-    // on the host's end waits for the child's hello. `program`: a spawned
-    // executable's path, for the error message. `forked`: the child shares
-    // our memory map, so the ends share arrival flags (a spawned one cannot).
+    // The one start sequence, forked or spawned: the output sinks and a new
+    // link; launch(child's end, sinks or null) starts the child, which alone
+    // keeps that end; then our messenger on the host's end waits for the
+    // child's hello. `program`: a spawned executable's path, for the error
+    // message. `forked`: the child shares our memory map, so the ends share
+    // arrival flags (a spawned one cannot).
     template <class Launch>
     void start(std::string_view program, bool forked, Launch&& launch) {
+        auto output = std::make_unique<detail::OutputCapture>(options_.std_out, options_.std_err);
+        if (output->inherits_all()) output.reset();
         auto ends = detail::make_link_pair();
         if (forked) detail::share_arrival_flags(ends);
         register_host_end(ends.first);
-        watch_ = std::make_unique<detail::WorkerWatch>(launch(ends.second));
+        auto child = launch(ends.second, output.get());
+        if (output) output->child_started();
+        watch_ = std::make_unique<detail::WorkerWatch>(std::move(child), std::move(output));
         ends.second = {};  // the child's end lives only in the child
         await_start(std::move(ends.first), program);
+    }
+
+    ExitStatus reaped(ExitStatus status) noexcept {
+        (void)watch_->finish_output();
+        return status;
     }
 
     // Workers forked later close the host's ends of this one's link.
@@ -308,7 +352,7 @@ private:
         } catch (const ProtocolError& e) {
             why = e.what();  // a spawned program with another message type or protocol version
         }
-        const ExitStatus status = child().kill_and_reap();
+        const ExitStatus status = reaped(child().kill_and_reap());
         const std::string name = program.empty() ? std::string() : fmt::format(" ('{}')", program);
         if (timed_out)
             throw SpawnError(fmt::format(
@@ -354,6 +398,7 @@ private:
         } catch (...) {
             (void)c.kill_and_reap();
         }
+        (void)watch_->finish_output();
         registration_.reset();
         side_registration_.reset();
         // The messenger's link points at the watch: it goes first.

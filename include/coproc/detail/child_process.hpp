@@ -72,9 +72,9 @@ public:
     /// Never blocks: reaps the child if it has exited. True once reaped.
     bool poll();
     /// Blocks until the child exits (reaping it) or the deadline passes;
-    /// nullopt on deadline. Reads `input` (may be null) whenever it is
-    /// readable meanwhile.
-    std::optional<ExitStatus> wait(Deadline deadline, Input* input = nullptr);
+    /// nullopt on deadline. Reads `input` and `other` (either may be null)
+    /// whenever they are readable meanwhile.
+    std::optional<ExitStatus> wait(Deadline deadline, Input* input = nullptr, Input* other = nullptr);
     /// Sends a signal through the pidfd (no pid-reuse race). No-op once exited.
     void signal(int sig) noexcept;
     /// SIGKILL and blocking reap. Never throws.

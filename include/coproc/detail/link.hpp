@@ -69,6 +69,11 @@ public:
     [[noreturn]] virtual void raise_peer_closed() = 0;
     /// The peer's process id, for error messages (0: unknown).
     [[nodiscard]] virtual long peer_pid() const noexcept { return 0; }
+    /// An fd the link's blocking waits also watch (-1: none): when it is
+    /// readable they call service() and go on waiting. A worker's captured
+    /// output is read this way, on the host thread (worker_output.hpp).
+    [[nodiscard]] virtual int service_fd() const noexcept { return -1; }
+    virtual void service() {}
 
 protected:
     PeerWatch() = default;
@@ -232,6 +237,7 @@ private:
     // payload slot when it is a large data frame and a slot is free, else
     // with one gathering send. Finishes the frame header.
     SendOutcome send_begun_frame(FrameKind kind, std::size_t start, std::size_t payload_start, Deadline deadline);
+    std::size_t drain_frames(FrameSink& sink);  // drain() but the service
     void handle_hello(const FrameView& frame);
     // Reads the socket into the reader (blocking or not), lowering our
     // arrival flag first: whatever the peer writes after this raises it again.

@@ -27,6 +27,7 @@
 
 #include "coproc/detail/deadline.hpp"
 #include "coproc/detail/fork_registry.hpp"
+#include "coproc/detail/output_capture.hpp"
 #include "coproc/detail/pool_launcher.hpp"
 #include "coproc/detail/pool_support.hpp"
 #include "coproc/detail/pool_worker.hpp"
@@ -118,6 +119,8 @@ class PoolEngine final : public PoolEngineBase {
     struct WorkerContext {
         std::function<Result(const Task&)>* fn;
         const PoolOptions* options;
+        int stdout_fd;  // the workers' fds 1 and 2 (-1: the host's)
+        int stderr_fd;
     };
 
 public:
@@ -130,6 +133,11 @@ public:
             throw std::invalid_argument(
                 "coproc::Pool: a spawned worker program runs its own initializer (pool_worker_main's argument); "
                 "PoolOptions::initializer is for fork mode");
+        for (const OutputSink* sink : {&options_.worker.std_out, &options_.worker.std_err})
+            if (sink->kind() == OutputSink::Kind::lines)
+                throw std::invalid_argument(
+                    "coproc::Pool: a lines sink is for one WorkerResource; a pool's workers take inherit, discard "
+                    "or file sinks (they all append to one file)");
     }
     PoolEngine(const PoolEngine&) = delete;
     PoolEngine& operator=(const PoolEngine&) = delete;
@@ -139,13 +147,15 @@ public:
     // to be ready.
     void start() {
         check_limits(options_.worker.limits);
+        // Opened once: every worker, first or restarted, gets the same files.
+        output_ = std::make_unique<OutputCapture>(options_.worker.std_out, options_.worker.std_err);
         if (program_) {
-            server_ = spawn_launcher(
-                *program_,
-                SpawnSettings{options_.worker.parent_death_signal, options_.worker.messenger, options_.worker.limits},
-                options_.max_tasks_per_worker);
+            server_ = spawn_launcher(*program_,
+                                     SpawnSettings{options_.worker.parent_death_signal, options_.worker.messenger,
+                                                   options_.worker.limits, output_->child_fd(0), output_->child_fd(1)},
+                                     options_.max_tasks_per_worker);
         } else {
-            context_ = WorkerContext{&fn_, &options_};
+            context_ = WorkerContext{&fn_, &options_, output_->child_fd(0), output_->child_fd(1)};
             server_ = fork_launcher(&worker_main, &context_, options_.worker.parent_death_signal);
         }
         workers_.resize(options_.workers);
@@ -301,6 +311,7 @@ public:
 private:
     [[noreturn]] static void worker_main(void* raw, int fd) noexcept {
         auto& ctx = *static_cast<WorkerContext*>(raw);
+        redirect_output_or_exit(ctx.stdout_fd, ctx.stderr_fd, false);
         apply_limits_or_exit(ctx.options->worker.limits);
         auto run = [&ctx](Messenger& messenger) {
             return serve_pool<Task, Result>(messenger, *ctx.fn, ctx.options->initializer,
@@ -645,7 +656,8 @@ private:
     std::optional<Executable> program_;
     PoolOptions options_;
     WorkerContext context_{};
-    std::unique_ptr<PoolLauncher> server_;  // the fork server, or the spawner
+    std::unique_ptr<OutputCapture> output_;  // the workers' files: outlives server_
+    std::unique_ptr<PoolLauncher> server_;   // the fork server, or the spawner
     std::vector<Worker> workers_;
     std::unordered_map<std::uint64_t, Chunk> chunks_;                     // pending and held
     std::set<std::tuple<double, std::uint64_t, std::uint64_t>> pending_;  // (priority, seq, id)

@@ -23,13 +23,17 @@ struct SpawnSettings {
     int parent_death_signal = 0;
     MessengerOptions messenger{};
     WorkerLimits limits{};  // applied by spawned_channel(), before the target runs
+    // The child's fds 1 and 2 (-1: ours); not passed in the environment.
+    int stdout_fd = -1;
+    int stderr_fd = -1;
 };
 
 /// Starts the executable `path` (searched in PATH when it has no '/') with
 /// `args` after argv[0], through posix_spawn (a vfork: nothing of this
 /// process runs in the child, so any thread may call it). The child gets
 /// channel_fd as fd 3 and side_fd as fd 4 (and, where pidfds are missing,
-/// its exit pipe as fd 5); every other fd but 0, 1, 2 is closed, all
+/// its exit pipe as fd 5), and settings.stdout_fd / stderr_fd (when not -1)
+/// as fds 1 and 2; every other fd but 0, 1, 2 is closed, all
 /// signals get their default disposition and the mask is emptied; it runs in
 /// `working_directory` (empty: ours); its environment is ours with `env`'s
 /// "NAME=value" entries added or replacing, plus COPROC_WORKER, which

@@ -11,6 +11,7 @@
 #include "coproc/detail/child_process.hpp"
 #include "coproc/detail/deadline.hpp"
 #include "coproc/detail/link.hpp"
+#include "coproc/detail/output_capture.hpp"
 #include "coproc/error.hpp"
 
 namespace coproc::detail {
@@ -20,7 +21,9 @@ namespace coproc::detail {
 /// WorkerResource destroys its messenger first. Not thread-safe.
 class WorkerWatch final : public PeerWatch {
 public:
-    explicit WorkerWatch(std::unique_ptr<ChildProcess> child) noexcept : child_(std::move(child)) {}
+    /// `output`: the worker's captured stdout/stderr (may be null).
+    explicit WorkerWatch(std::unique_ptr<ChildProcess> child, std::unique_ptr<OutputCapture> output = nullptr) noexcept
+        : child_(std::move(child)), output_(std::move(output)) {}
 
     [[nodiscard]] ChildProcess& child() noexcept { return *child_; }
     [[nodiscard]] const ChildProcess& child() const noexcept { return *child_; }
@@ -33,15 +36,30 @@ public:
     /// ChannelClosed if it closed its channel but still runs.
     [[noreturn]] void raise_peer_closed() override;
     [[nodiscard]] long peer_pid() const noexcept override { return child_->pid(); }
+    /// The output's pipes, read on the link's waits.
+    [[nodiscard]] int service_fd() const noexcept override { return output_ ? output_->fd() : -1; }
+    void service() override { (void)pump_output(); }
+
+    /// Delivers the complete lines the worker's output holds now; never
+    /// blocks. Returns how many (0 without a lines sink).
+    std::size_t pump_output() noexcept { return output_ ? output_->pump() : 0; }
+    /// Once the child was reaped: the rest of its output, last partial lines included.
+    std::size_t finish_output() noexcept { return output_ ? output_->finish() : 0; }
 
     /// Blocks until the child exits (reaping it) or the deadline passes;
     /// nullopt on deadline. Meanwhile whatever arrives on `link` is
-    /// buffered (receivable later), so a child blocked writing to us can
-    /// reach its exit. Throws what the link's reads throw (SystemError).
+    /// buffered (receivable later) and its output is delivered, so a child
+    /// blocked writing to us can reach its exit; after the exit the rest of
+    /// its output is delivered too. Throws what the link's reads throw
+    /// (SystemError).
     std::optional<ExitStatus> wait(Link& link, Deadline deadline);
 
 private:
+    // child_->wait that also delivers the output, and the rest of it after the exit.
+    std::optional<ExitStatus> wait_child(Deadline deadline, ChildProcess::Input* link_input);
+
     std::unique_ptr<ChildProcess> child_;
+    std::unique_ptr<OutputCapture> output_;
 };
 
 }  // namespace coproc::detail
