@@ -502,6 +502,42 @@ void BM_zmq_stream64(benchmark::State& state) {
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * stream_batch));
 }
 
+// A peer for the payload sweep: one `size` message over a ZeroMQ PAIR
+// (ipc) and a 1-byte ack, as BM_raw_large and BM_coproc_large do.
+void BM_zmq_large(benchmark::State& state) {
+    const auto size = static_cast<std::size_t>(state.range(0));
+    const std::string ep = zmq_endpoint();
+    std::fflush(nullptr);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        zmq::context_t ctx;
+        zmq::socket_t s(ctx, zmq::socket_type::pair);
+        s.connect(ep);
+        zmq::message_t msg;
+        for (;;) {
+            (void)s.recv(msg);
+            if (msg.size() == 1) ::_exit(0);
+            s.send(zmq::str_buffer("k"), zmq::send_flags::none);
+        }
+    }
+    zmq::context_t ctx;
+    zmq::socket_t s(ctx, zmq::socket_type::pair);
+    s.bind(ep);
+    const std::string payload(size, 'x');
+    zmq::message_t ack;
+    for (int i = 0; i < large_warmup; ++i) {
+        s.send(zmq::buffer(payload), zmq::send_flags::none);
+        (void)s.recv(ack);
+    }
+    for (auto _ : state) {
+        s.send(zmq::buffer(payload), zmq::send_flags::none);
+        (void)s.recv(ack);
+    }
+    s.send(zmq::str_buffer("q"), zmq::send_flags::none);
+    ::waitpid(pid, nullptr, 0);
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * size));
+}
+
 }  // namespace
 
 BENCHMARK(BM_raw_rtt)->UseRealTime();
@@ -515,7 +551,8 @@ BENCHMARK(BM_coproc_stream64_batch)->UseRealTime();
 // Payload sweep 16 B ... 16 MiB (one-way message + 1-byte acknowledgement).
 BENCHMARK(BM_raw_large)->RangeMultiplier(16)->Range(16, 16 << 20)->UseRealTime();
 BENCHMARK(BM_coproc_large)->RangeMultiplier(16)->Range(16, 16 << 20)->UseRealTime();
-BENCHMARK(BM_coproc_large_blob)->Arg(1 << 20)->Arg(16 << 20)->UseRealTime();
+BENCHMARK(BM_coproc_large_blob)->RangeMultiplier(16)->Range(16, 16 << 20)->UseRealTime();
+BENCHMARK(BM_zmq_large)->RangeMultiplier(16)->Range(16, 16 << 20)->UseRealTime();
 BENCHMARK(BM_coproc_rtt_latency)->UseRealTime();
 BENCHMARK(BM_raw_fork_waitpid)->UseRealTime();
 BENCHMARK(BM_coproc_spawn)->UseRealTime();

@@ -59,18 +59,32 @@ result = {
     # The same payloads as coproc::Blob messages (received without a copy).
     "large1m_blob_ratio": bps("BM_coproc_large_blob/1048576") / bps("BM_raw_large/1048576"),
     "large16m_blob_ratio": bps("BM_coproc_large_blob/16777216") / bps("BM_raw_large/16777216"),
+    # The same payloads over a ZeroMQ PAIR socket (ipc), the nearest peer.
+    "large1m_vs_zmq": bps("BM_coproc_large/1048576") / bps("BM_zmq_large/1048576"),
     "spawn_ratio": ns("BM_coproc_spawn") / ns("BM_raw_fork_waitpid"),
     # Spawn mode: a worker program started + joined / posix_spawn + waitpid of the same program.
     "spawn_exec_ratio": ns("BM_coproc_spawn_exec") / ns("BM_raw_posix_spawn"),
     "spawn_exec_ms": ns("BM_coproc_spawn_exec") / 1e6,
     "rounds": len(runs["BM_raw_rtt"]),
 }
-# Sweep for the plot: size, raw and coproc time per message and throughput.
+# Sweep for the plot, one row per payload size: medians of time per message
+# (us) and throughput (GB/s), the rounds' min and max throughput of raw and
+# coproc, and the Blob and ZeroMQ peers' throughput (0 when not measured).
+def gbps_all(name):
+    return [r["bytes_per_second"] / 1e9 for r in runs.get(name, [])]
+
+
 with open(sys.argv[2] if len(sys.argv) > 2 else "/dev/null", "w") as sweep:
-    sweep.write("# bytes raw_us coproc_us raw_GBps coproc_GBps\n")
+    sweep.write("# bytes raw_us coproc_us raw_GBps coproc_GBps raw_min raw_max coproc_min coproc_max blob_GBps zmq_GBps\n")
     for size in sorted({int(n.split("/")[1]) for n in runs if n.startswith("BM_raw_large/")}):
         r, c = f"BM_raw_large/{size}", f"BM_coproc_large/{size}"
-        if c in runs:
-            sweep.write(f"{size} {ns(r) / 1e3:.3f} {ns(c) / 1e3:.3f} {bps(r) / 1e9:.4f} {bps(c) / 1e9:.4f}\n")
+        if c not in runs:
+            continue
+        raw_all, coproc_all = gbps_all(r), gbps_all(c)
+        peers = [statistics.median(gbps_all(n)) if n in runs else 0.0
+                 for n in (f"BM_coproc_large_blob/{size}", f"BM_zmq_large/{size}")]
+        sweep.write(f"{size} {ns(r) / 1e3:.3f} {ns(c) / 1e3:.3f} {bps(r) / 1e9:.4f} {bps(c) / 1e9:.4f} "
+                    f"{min(raw_all):.4f} {max(raw_all):.4f} {min(coproc_all):.4f} {max(coproc_all):.4f} "
+                    f"{peers[0]:.4f} {peers[1]:.4f}\n")
 
 print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}))
