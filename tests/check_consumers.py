@@ -7,6 +7,7 @@ plain pkg-config and with CMake's find_package(coproc), and builds coproc as
 a meson subproject with its bus disabled (checking that configuring it never
 looked for ZeroMQ, nlohmann_json or Catch2). Usage: check_consumers.py SOURCE_ROOT
 """
+import json
 import os
 import shutil
 import subprocess
@@ -41,7 +42,6 @@ with tempfile.TemporaryDirectory(prefix="coproc-consumers-") as scratch:
          "-Dexamples=disabled", "-Dbench=disabled"])
     run(["ninja", "-C", build, "install"])
     libdir = run(["meson", "introspect", "--buildoptions", build])
-    import json
     libdir = next(o["value"] for o in json.loads(libdir) if o["name"] == "libdir")
     libpath = os.path.join(prefix, libdir)
 

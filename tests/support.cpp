@@ -9,6 +9,10 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <string>
 #include <thread>
 
 namespace coproc::test {
@@ -65,6 +69,24 @@ std::string limits_report() {
     }
     return "nofile=" + soft(RLIMIT_NOFILE) + " cpu=" + soft(RLIMIT_CPU) + " as=" + soft(RLIMIT_AS) +
            " nice=" + std::to_string(::getpriority(PRIO_PROCESS, 0)) + " cpus=" + cpus;
+}
+
+}  // namespace coproc::test
+
+namespace coproc::test {
+
+long cpu_ticks(long pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    // Fields after the command name (which may hold spaces, so from the last ')').
+    const auto close = text.rfind(')');
+    if (close == std::string::npos) return -1;
+    std::istringstream fields(text.substr(close + 2));
+    std::string skip;
+    for (int i = 0; i < 11; ++i) fields >> skip;  // state .. cmajflt: fields 3-13
+    long utime = 0, stime = 0;
+    if (!(fields >> utime >> stime)) return -1;
+    return utime + stime;
 }
 
 }  // namespace coproc::test

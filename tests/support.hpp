@@ -33,4 +33,8 @@ std::string pattern(std::size_t size, unsigned seed);
 /// rlimits; "inf" for none), what a worker reports to check WorkerLimits.
 std::string limits_report();
 
+/// CPU time (user + system) process `pid` has used, in clock ticks
+/// (/proc/PID/stat); -1 if it cannot be read.
+long cpu_ticks(long pid);
+
 }  // namespace coproc::test

@@ -11,12 +11,15 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
 
+#include "coproc/detail/remote_hub.hpp"
 #include "coproc/error.hpp"
 #include "coproc/worker_resource.hpp"
 
@@ -27,6 +30,12 @@ namespace coproc {
 class PoolError : public Error {
 public:
     using Error::Error;
+};
+/// A remote worker was lost (died, hung, cut off) while holding the task,
+/// more than max_retries times (coproc/remote_pool.hpp).
+class RemoteWorkerLost : public ChannelClosed {
+public:
+    using ChannelClosed::ChannelClosed;
 };
 /// The task was cancelled before a worker took it.
 class TaskCancelled : public PoolError {
@@ -59,6 +68,11 @@ struct PoolOptions {
     /// start_timeout (covers the initializer), close_grace, term_grace,
     /// parent_death_signal, messenger options: as for a WorkerResource.
     WorkerOptions worker{};
+    /// Workers on other machines (coproc::listen_for_workers,
+    /// coproc/remote_pool.hpp, libcoproc-bus): they join and leave while
+    /// the pool runs and serve it beside the local ones. With it, workers
+    /// = 0 means no local worker (tasks wait for a remote one to join).
+    std::shared_ptr<RemoteWorkers> remote{};
 };
 
 /// Progress of a map: tasks done, failed, and the total.
@@ -77,10 +91,11 @@ struct PoolStats {
     std::uint64_t restarts = 0;   // workers replaced after a death or a timeout
     std::uint64_t recycled = 0;   // workers replaced after max_tasks_per_worker
     struct Worker {
-        long pid = 0;
+        long pid = 0;  // 0 for a remote worker
         std::uint64_t tasks_served = 0;
+        std::string remote{};  // a remote worker's label (host:pid); empty for a local one
     };
-    std::vector<Worker> workers;  // the live workers
+    std::vector<Worker> workers;  // the live workers, remote ones joined now included
 };
 
 /// How map and map_unordered cut and rank their tasks.
@@ -106,7 +121,11 @@ struct fmt::formatter<coproc::PoolStats> : fmt::formatter<std::string_view> {
                                   "workers=[",
                                   s.submitted, s.done, s.failed, s.retried, s.restarts, s.recycled);
         for (std::size_t i = 0; i < s.workers.size(); ++i)
-            out = fmt::format_to(out, "{}{}: {}", i == 0 ? "" : ", ", s.workers[i].pid, s.workers[i].tasks_served);
+            if (s.workers[i].remote.empty())
+                out = fmt::format_to(out, "{}{}: {}", i == 0 ? "" : ", ", s.workers[i].pid, s.workers[i].tasks_served);
+            else
+                out =
+                    fmt::format_to(out, "{}{}: {}", i == 0 ? "" : ", ", s.workers[i].remote, s.workers[i].tasks_served);
         return fmt::format_to(out, "])");
     }
 };

@@ -31,6 +31,7 @@
 #include "coproc/detail/pool_launcher.hpp"
 #include "coproc/detail/pool_support.hpp"
 #include "coproc/detail/pool_worker.hpp"
+#include "coproc/detail/remote_hub.hpp"
 #include "coproc/error.hpp"
 #include "coproc/messenger.hpp"
 #include "coproc/pool_options.hpp"
@@ -113,6 +114,12 @@ class PoolEngine final : public PoolEngineBase {
         std::size_t held_tasks = 0;
         Clock::time_point last_progress{};  // its last answer, or when it got work while idle
         bool retiring = false;              // it said its last answer (max_tasks_per_worker)
+        // A remote worker: the hub's id of it (0: a local worker), whether it
+        // said it is ready, and whether it is gone (removed after the step).
+        std::uint64_t remote = 0;
+        bool remote_ready = false;
+        bool remote_gone = false;
+        std::string label;
         std::uint64_t served = 0;
     };
     // The worker's entry point, run in a process the fork server forked.
@@ -127,7 +134,14 @@ public:
     /// Fork mode with `fn` (program empty), or spawn mode with `program`.
     PoolEngine(std::function<Result(const Task&)> fn, std::optional<Executable> program, PoolOptions options)
         : fn_(std::move(fn)), program_(std::move(program)), options_(std::move(options)) {
-        if (options_.workers == 0) options_.workers = usable_cpus();
+        if (options_.remote) {
+            hub_ = std::dynamic_pointer_cast<RemoteHub>(options_.remote);
+            if (!hub_)
+                throw std::invalid_argument(
+                    "coproc::Pool: PoolOptions::remote must come from coproc::listen_for_workers");
+        }
+        // With remote workers, 0 local workers means none.
+        if (options_.workers == 0 && !hub_) options_.workers = usable_cpus();
         if (options_.window == 0) options_.window = 1;
         if (program_ && options_.initializer)
             throw std::invalid_argument(
@@ -162,6 +176,8 @@ public:
         const Deadline deadline = deadline_after(options_.worker.start_timeout);
         for (auto& w : workers_) launch(w);
         for (auto& w : workers_) await_ready(w, deadline, true);
+        // After the fork server: the hub's threads must not exist when it forks.
+        if (hub_) hub_->start(typeid(Task).name(), typeid(Result).name(), type_fingerprint<Message>);
     }
 
     [[nodiscard]] std::size_t size() const noexcept { return options_.workers; }
@@ -195,7 +211,11 @@ public:
         job->track_completion = unordered;
         job->progress = options.progress;
         std::size_t chunk = options.chunksize;
-        if (chunk == 0) chunk = std::max<std::size_t>(1, (n + 4 * options_.workers - 1) / (4 * options_.workers));
+        if (chunk == 0) {
+            // About four chunks per worker, remote ones joined now included.
+            const std::size_t serving = std::max<std::size_t>(1, workers_.size());
+            chunk = std::max<std::size_t>(1, (n + 4 * serving - 1) / (4 * serving));
+        }
         auto it = std::begin(tasks);
         for (std::size_t first = 0; first < n; first += chunk) {
             const std::size_t end = std::min(n, first + chunk);
@@ -226,7 +246,7 @@ public:
             std::size_t best_index = 0;
             for (std::size_t i = 0; i < workers_.size(); ++i) {
                 Worker& w = workers_[i];
-                if (!w.messenger || w.retiring || isolating(w)) continue;
+                if (!dispatchable(w) || w.retiring || isolating(w)) continue;
                 if (c.quarantined ? !w.held.empty() : (w.held.size() >= 2 && w.held_tasks >= options_.window)) continue;
                 if (best == nullptr || w.held_tasks < best->held_tasks) {
                     best = &w;
@@ -242,6 +262,14 @@ public:
         }
         for (std::size_t i = 0; i < workers_.size(); ++i) {
             if (outbox_[i].empty()) continue;
+            if (workers_[i].remote != 0) {
+                for (const Message& m : outbox_[i]) {
+                    std::string bytes;
+                    encode_append(bytes, m);
+                    hub_->send(workers_[i].remote, std::move(bytes));
+                }
+                continue;
+            }
             try {
                 workers_[i].messenger->send_norequest_multiple(outbox_[i]);
             } catch (const ChannelClosed&) {
@@ -266,24 +294,28 @@ public:
         Deadline wake = deadline;
         if (options_.task_timeout.count() > 0) {
             for (const auto& w : workers_) {
-                if (w.held.empty() || !w.messenger) continue;
+                if (w.held.empty() || !alive(w)) continue;
                 const auto due = timeout_at(w);
                 if (!wake || due < *wake) wake = due;
             }
         }
         fds_.clear();
         for (const auto& w : workers_) fds_.push_back(w.messenger ? w.messenger->fd() : -1);
+        if (hub_) fds_.push_back(hub_->fd());
         ready_.assign(fds_.size(), 0);
         if (!fds_.empty()) (void)wait_any_readable(fds_, ready_, wake);
-        for (std::size_t i = 0; i < workers_.size(); ++i)
-            if (ready_[i] != 0) service(workers_[i]);
+        const std::size_t local_count = workers_.size();
+        for (std::size_t i = 0; i < local_count; ++i)
+            if (ready_[i] != 0 && workers_[i].messenger) service(workers_[i]);
+        if (hub_ && ready_.back() != 0) take_hub_events();
         if (options_.task_timeout.count() > 0) {
             const auto now = Clock::now();
             for (auto& w : workers_) {
-                if (w.held.empty() || !w.messenger) continue;
+                if (w.held.empty() || !alive(w)) continue;
                 if (now >= timeout_at(w)) timed_out(w);
             }
         }
+        remove_gone_remotes();
         dispatch();
     }
 
@@ -304,7 +336,7 @@ public:
     [[nodiscard]] PoolStats stats() const {
         PoolStats s = stats_;
         for (const auto& w : workers_)
-            if (w.messenger) s.workers.push_back({w.pid, w.served});
+            if (w.messenger || (w.remote != 0 && !w.remote_gone)) s.workers.push_back({w.pid, w.served, w.label});
         return s;
     }
 
@@ -441,6 +473,10 @@ private:
     // retry and is split into single tasks that run alone (quarantined), so
     // a poison task then kills only workers that hold nothing else.
     void lost(Worker& w) {
+        if (w.remote != 0) {
+            lost_remote(w);
+            return;
+        }
         if (!w.messenger) return;
         // Answers it sent before it went count (a send to it may fail
         // before we read them): they settle what it still held and whether
@@ -467,7 +503,7 @@ private:
             if (planned)
                 requeue(id);
             else
-                retry(id, pid, status);
+                retry(id, std::make_exception_ptr(WorkerDied(pid, status)));
         }
         w.held.clear();
         w.held_tasks = 0;
@@ -483,10 +519,14 @@ private:
     void timed_out(Worker& w) {
         const std::uint64_t id = w.held.front();
         const long pid = w.pid;
-        try {
-            server_->signal(pid, SIGKILL);
-        } catch (const std::exception&) {
-            // the server is gone: lost() gives up below
+        if (w.remote != 0) {
+            hub_->drop(w.remote);  // it is told; its late answers are ignored
+        } else {
+            try {
+                server_->signal(pid, SIGKILL);
+            } catch (const std::exception&) {
+                // the server is gone: lost() gives up below
+            }
         }
         if (w.held.size() == 1 && chunks_.at(id).request.tasks.size() == 1) {
             // The one task it held: that one hung.
@@ -502,15 +542,15 @@ private:
     }
 
     // A chunk a dead worker held: again (split into single tasks, each to
-    // run alone) or, past max_retries, failed with WorkerDied.
-    void retry(std::uint64_t id, long pid, const ExitStatus& status) {
+    // run alone) or, past max_retries, failed with `exhausted`.
+    void retry(std::uint64_t id, const std::exception_ptr& exhausted) {
         auto node = chunks_.extract(id);
         Chunk& c = node.mapped();
         const std::size_t n = c.request.tasks.size();
         stats_.retried += n;
         if (c.retries + 1 > options_.max_retries) {
             chunks_.insert(std::move(node));
-            fail_chunk(id, std::make_exception_ptr(WorkerDied(pid, status)));
+            fail_chunk(id, exhausted);
             return;
         }
         for (std::size_t i = 0; i < n; ++i) {
@@ -598,6 +638,9 @@ private:
     // The shutdown policy for every worker at once: close request,
     // close_grace, SIGTERM, term_grace, SIGKILL; then each is reaped.
     void close_workers() noexcept {
+        if (hub_) hub_->stop();  // every remote worker is told to close
+        for (auto& w : workers_) w.remote_gone = w.remote_gone || w.remote != 0;
+        remove_gone_remotes();
         if (!server_) return;
         for (auto& w : workers_) {
             if (!w.messenger) continue;
@@ -652,6 +695,72 @@ private:
         }
     }
 
+    [[nodiscard]] static bool alive(const Worker& w) noexcept {
+        return w.messenger != nullptr || (w.remote != 0 && !w.remote_gone);
+    }
+    [[nodiscard]] static bool dispatchable(const Worker& w) noexcept {
+        return w.messenger != nullptr || (w.remote != 0 && !w.remote_gone && w.remote_ready);
+    }
+
+    // What the hub saw: workers joining, their messages, their losses.
+    void take_hub_events() {
+        events_.clear();
+        hub_->take_events(events_);
+        for (auto& e : events_) {
+            if (e.kind == RemoteHub::Event::Kind::joined) {
+                Worker& w = workers_.emplace_back();
+                w.remote = e.worker;
+                w.label = std::move(e.payload);
+                w.last_progress = Clock::now();
+                continue;
+            }
+            Worker* w = remote_worker(e.worker);
+            if (w == nullptr) continue;  // dropped by us meanwhile
+            if (e.kind == RemoteHub::Event::Kind::lost) {
+                lost(*w);
+                continue;
+            }
+            try {
+                Message m = decode<Message>(e.payload);
+                if (m.kind == PoolMessageKind::ready) {
+                    if (w->remote_ready) throw ProtocolError("coproc::Pool: a remote worker said ready twice");
+                    w->remote_ready = true;
+                } else {
+                    take_answer(*w, m);
+                }
+            } catch (const ProtocolError&) {
+                // Garbage from an admitted worker: give it up (it may rejoin).
+                hub_->drop(w->remote);
+                lost(*w);
+            }
+        }
+        remove_gone_remotes();
+    }
+
+    [[nodiscard]] Worker* remote_worker(std::uint64_t id) noexcept {
+        for (auto& w : workers_)
+            if (w.remote == id && !w.remote_gone) return &w;
+        return nullptr;
+    }
+
+    // A remote worker is gone: what it held runs again elsewhere (each
+    // chunk split and quarantined, as after a local death; max_retries
+    // applies). Nothing is restarted: it, or another, may join.
+    void lost_remote(Worker& w) {
+        if (w.remote_gone) return;
+        w.remote_gone = true;
+        const std::string who = w.label;
+        for (const std::uint64_t id : w.held)
+            retry(id, std::make_exception_ptr(RemoteWorkerLost(
+                          fmt::format("coproc::Pool: remote worker {} was lost holding this task", who))));
+        w.held.clear();
+        w.held_tasks = 0;
+    }
+
+    void remove_gone_remotes() {
+        std::erase_if(workers_, [](const Worker& w) { return w.remote != 0 && w.remote_gone; });
+    }
+
     std::function<Result(const Task&)> fn_;
     std::optional<Executable> program_;
     PoolOptions options_;
@@ -670,6 +779,8 @@ private:
     std::vector<int> fds_;
     std::vector<char> ready_;
     std::vector<std::vector<std::reference_wrapper<const Message>>> outbox_;
+    std::shared_ptr<RemoteHub> hub_;  // remote workers, if any
+    std::vector<RemoteHub::Event> events_;
 };
 
 }  // namespace coproc::detail

@@ -44,6 +44,28 @@ struct PoolMessage {
     }
 };
 
+/// The answer to one chunk: fn(task) for each of its tasks, in order; a
+/// task that threw has a default result and its error payload listed.
+template <class Task, class Result, class F>
+PoolMessage<Task, Result> answer_chunk(F& fn, const PoolMessage<Task, Result>& in) {
+    PoolMessage<Task, Result> out;
+    out.chunk = in.chunk;
+    out.kind = PoolMessageKind::results;
+    out.results.resize(in.tasks.size());
+    for (std::size_t i = 0; i < in.tasks.size(); ++i) {
+        try {
+            out.results[i] = fn(static_cast<const Task&>(in.tasks[i]));
+        } catch (const std::exception& e) {
+            out.failed.push_back(static_cast<std::uint32_t>(i));
+            out.errors.push_back(encode_error(demangle(typeid(e)), e.what()));
+        } catch (...) {
+            out.failed.push_back(static_cast<std::uint32_t>(i));
+            out.errors.push_back(encode_error("unknown exception", "non-standard exception"));
+        }
+    }
+    return out;
+}
+
 /// A pool worker's whole life on messenger `m`: init() (may be empty; an
 /// exception there escapes, so the host gets it as the worker's error),
 /// then "ready", then chunk after chunk until a close request (which
@@ -73,21 +95,7 @@ int serve_pool(MultiMessenger<PoolMessage<Task, Result>>& m, F& fn, const std::f
         bool last = false;
         auto last_sent = std::chrono::steady_clock::now();
         for (Message& in : m.receive_available_blocking()) {
-            Message& out = answers.emplace_back();
-            out.chunk = in.chunk;
-            out.kind = PoolMessageKind::results;
-            out.results.resize(in.tasks.size());
-            for (std::size_t i = 0; i < in.tasks.size(); ++i) {
-                try {
-                    out.results[i] = fn(static_cast<const Task&>(in.tasks[i]));
-                } catch (const std::exception& e) {
-                    out.failed.push_back(static_cast<std::uint32_t>(i));
-                    out.errors.push_back(encode_error(demangle(typeid(e)), e.what()));
-                } catch (...) {
-                    out.failed.push_back(static_cast<std::uint32_t>(i));
-                    out.errors.push_back(encode_error("unknown exception", "non-standard exception"));
-                }
-            }
+            Message& out = answers.emplace_back(answer_chunk<Task, Result>(fn, in));
             served += in.tasks.size();
             if (max_tasks != 0 && served >= max_tasks) {
                 out.last = true;

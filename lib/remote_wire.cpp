@@ -1,0 +1,139 @@
+// The remote workers' frames (see remote_wire.hpp).
+#include "remote_wire.hpp"
+
+#include <bit>
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace coproc::detail::remote {
+
+namespace {
+
+void put_u32(std::string& out, std::uint32_t v) {
+    for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+void put_u64(std::string& out, std::uint64_t v) {
+    for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+void put_string(std::string& out, std::string_view s) {
+    put_u32(out, static_cast<std::uint32_t>(s.size()));
+    out.append(s);
+}
+
+// Reads little-endian fields off the front of `in`; false once short.
+struct Reader {
+    std::string_view in;
+    bool u32(std::uint32_t& v) noexcept {
+        if (in.size() < 4) return false;
+        v = 0;
+        for (int i = 0; i < 4; ++i)
+            v |= static_cast<std::uint32_t>(static_cast<unsigned char>(in[static_cast<std::size_t>(i)])) << (8 * i);
+        in.remove_prefix(4);
+        return true;
+    }
+    bool u64(std::uint64_t& v) noexcept {
+        if (in.size() < 8) return false;
+        v = 0;
+        for (int i = 0; i < 8; ++i)
+            v |= static_cast<std::uint64_t>(static_cast<unsigned char>(in[static_cast<std::size_t>(i)])) << (8 * i);
+        in.remove_prefix(8);
+        return true;
+    }
+    bool string(std::string& s) {
+        std::uint32_t n = 0;
+        if (!u32(n) || n > max_hello_string || n > in.size()) return false;
+        s.assign(in.substr(0, n));
+        in.remove_prefix(n);
+        return true;
+    }
+};
+
+}  // namespace
+
+std::optional<Frame> parse_frame(std::string_view bytes) noexcept {
+    if (bytes.empty()) return std::nullopt;
+    const auto k = static_cast<std::uint8_t>(bytes[0]);
+    if (k < static_cast<std::uint8_t>(Kind::hello) || k > static_cast<std::uint8_t>(Kind::lost)) return std::nullopt;
+    return Frame{static_cast<Kind>(k), bytes.substr(1)};
+}
+
+std::string make_frame(Kind kind, std::string_view body) {
+    std::string out;
+    out.reserve(1 + body.size());
+    out.push_back(static_cast<char>(kind));
+    out.append(body);
+    return out;
+}
+
+std::string encode_hello(const Hello& hello) {
+    std::string out;
+    put_u32(out, hello.version);
+    put_string(out, hello.wire_abi);
+    put_string(out, hello.task_type);
+    put_string(out, hello.result_type);
+    put_u64(out, hello.fingerprint);
+    put_string(out, hello.label);
+    return out;
+}
+
+std::optional<Hello> decode_hello(std::string_view body) noexcept {
+    try {
+        Reader r{body};
+        Hello h;
+        if (!r.u32(h.version)) return std::nullopt;
+        if (h.version != protocol_version) {
+            // Another layout may follow: only the version is known.
+            return h;
+        }
+        if (!r.string(h.wire_abi) || !r.string(h.task_type) || !r.string(h.result_type) || !r.u64(h.fingerprint) ||
+            !r.string(h.label) || !r.in.empty())
+            return std::nullopt;
+        return h;
+    } catch (...) {
+        return std::nullopt;  // std::bad_alloc: as malformed
+    }
+}
+
+std::string hello_mismatch(const Hello& got, const Hello& want) {
+    if (got.version != want.version)
+        return fmt::format("protocol version {} (this pool speaks {})", got.version, want.version);
+    if (got.wire_abi != want.wire_abi)
+        return fmt::format(
+            "its machine's data layout '{}' differs from the pool's '{}' (cereal's binary archive "
+            "needs the same byte order and sizes on every host)",
+            got.wire_abi, want.wire_abi);
+    if (got.task_type != want.task_type || got.result_type != want.result_type)
+        return fmt::format("its task and result types ({}, {}) are not the pool's ({}, {})", got.task_type,
+                           got.result_type, want.task_type, want.result_type);
+    if (got.fingerprint != want.fingerprint)
+        return "its message fingerprint differs from the pool's (built with another compiler or coproc?)";
+    return {};
+}
+
+std::string this_wire_abi() {
+    return fmt::format("{}-endian/long{}/ldouble{}/wchar{}/coproc-remote{}",
+                       std::endian::native == std::endian::little ? "little" : "big", sizeof(long), sizeof(long double),
+                       sizeof(wchar_t), protocol_version);
+}
+
+std::string encode_welcome(const Welcome& welcome) {
+    std::string out;
+    put_u64(out, static_cast<std::uint64_t>(welcome.heartbeat_interval.count()));
+    put_u64(out, static_cast<std::uint64_t>(welcome.heartbeat_timeout.count()));
+    return out;
+}
+
+std::optional<Welcome> decode_welcome(std::string_view body) noexcept {
+    Reader r{body};
+    std::uint64_t interval = 0;
+    std::uint64_t timeout = 0;
+    if (!r.u64(interval) || !r.u64(timeout) || !r.in.empty()) return std::nullopt;
+    // Sane bounds: a day at most, and a timeout above the interval.
+    constexpr std::uint64_t day = 86'400'000;
+    if (interval == 0 || interval > day || timeout <= interval || timeout > day) return std::nullopt;
+    return Welcome{std::chrono::milliseconds(static_cast<long>(interval)),
+                   std::chrono::milliseconds(static_cast<long>(timeout))};
+}
+
+}  // namespace coproc::detail::remote

@@ -1,0 +1,383 @@
+// Remote pool workers over ZeroMQ on loopback (coproc/remote_pool.hpp):
+// remote-only and mixed maps, workers SIGKILLed and SIGSTOPped mid-map
+// (every task resolves once, correctly), a stopped worker rejoining, wrong
+// keys and other types refused, garbage frames survived, a host killed
+// under its workers (exit or wait, as configured). Worker processes run
+// tests/remote_worker.cpp.
+#include <catch2/catch.hpp>
+
+#include <coproc/pool.hpp>
+#include <coproc/remote_pool.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "support.hpp"
+
+extern char** environ;
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+using IntPool = coproc::Pool<int, long>;
+
+// A remote worker process (tests/remote_worker.cpp); killed and reaped at
+// the end of its scope. Its stderr goes to a file of its own.
+class RemoteProc {
+public:
+    explicit RemoteProc(std::vector<std::string> args) {
+        const char* path = std::getenv("COPROC_REMOTE_WORKER");
+        REQUIRE(path != nullptr);
+        args.insert(args.begin(), path);
+        err_path_ = fmt::format("/tmp/coproc-remote-{}-{}.err", ::getpid(), ++counter);
+        std::vector<char*> argv;
+        for (auto& a : args) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        posix_spawn_file_actions_t fa;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, 2, err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        pid_t pid = 0;
+        REQUIRE(posix_spawn(&pid, path, &fa, nullptr, argv.data(), environ) == 0);
+        posix_spawn_file_actions_destroy(&fa);
+        pid_ = pid;
+    }
+    RemoteProc(const RemoteProc&) = delete;
+    RemoteProc& operator=(const RemoteProc&) = delete;
+    ~RemoteProc() {
+        if (!status_) {
+            ::kill(pid_, SIGKILL);
+            ::kill(pid_, SIGCONT);
+            (void)::waitpid(pid_, nullptr, 0);
+        }
+        (void)std::remove(err_path_.c_str());
+    }
+    void signal(int sig) const { ::kill(pid_, sig); }
+    [[nodiscard]] long pid() const noexcept { return pid_; }
+    // Its exit status (waitpid's), or nullopt if it still runs at the deadline.
+    std::optional<int> wait_exit(std::chrono::milliseconds limit) {
+        const auto until = Clock::now() + limit;
+        while (!status_) {
+            int s = 0;
+            if (::waitpid(pid_, &s, WNOHANG) == pid_) {
+                status_ = s;
+                break;
+            }
+            if (Clock::now() >= until) return std::nullopt;
+            std::this_thread::sleep_for(5ms);  // polling a deadline, not synchronizing
+        }
+        return status_;
+    }
+    [[nodiscard]] std::string stderr_text() const {
+        std::ifstream in(err_path_);
+        std::stringstream s;
+        s << in.rdbuf();
+        return s.str();
+    }
+
+private:
+    static inline int counter = 0;
+    pid_t pid_ = 0;
+    std::optional<int> status_;
+    std::string err_path_;
+};
+
+// Waits (bounded) until pred() holds; false at the deadline.
+bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds limit = 20s) {
+    const auto until = Clock::now() + limit;
+    while (!pred()) {
+        if (Clock::now() >= until) return false;
+        std::this_thread::sleep_for(5ms);  // polling a deadline, not synchronizing
+    }
+    return true;
+}
+
+coproc::RemoteListenOptions loopback(std::chrono::milliseconds interval = 100ms,
+                                     std::chrono::milliseconds timeout = 600ms) {
+    coproc::RemoteListenOptions o;
+    o.bind = "tcp://127.0.0.1:*";
+    o.heartbeat_interval = interval;
+    o.heartbeat_timeout = timeout;
+    return o;
+}
+
+std::vector<int> range(int n) {
+    std::vector<int> v;
+    for (int i = 0; i < n; ++i) v.push_back(i);
+    return v;
+}
+
+void check_squares(const std::vector<long>& got, int n) {
+    REQUIRE(got.size() == static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i)
+        if (got[static_cast<std::size_t>(i)] != static_cast<long>(i) * i) FAIL("task " << i << " has a wrong result");
+}
+
+long local_square(const int& x) { return static_cast<long>(x) * x; }
+
+}  // namespace
+
+TEST_CASE("a pool served by remote workers only maps correctly; they exit 0 when it closes", "[remote]") {
+    auto listener = coproc::listen_for_workers(loopback());
+    coproc::PoolOptions o;
+    o.workers = 0;
+    o.remote = listener;
+    std::optional<IntPool> pool(std::in_place, local_square, o);
+    const std::string ep = listener->endpoint();
+    REQUIRE(ep.starts_with("tcp://127.0.0.1:"));
+    RemoteProc a({ep, "square"});
+    RemoteProc b({ep, "square"});
+    REQUIRE(eventually([&] { return listener->stats().connected == 2; }));
+    check_squares(pool->map(range(500)), 500);
+    const auto stats = pool->stats();
+    REQUIRE(stats.workers.size() == 2);
+    for (const auto& w : stats.workers) {
+        CHECK(w.pid == 0);
+        CHECK(!w.remote.empty());
+    }
+    CHECK(stats.workers[0].tasks_served + stats.workers[1].tasks_served == 500);
+    pool.reset();
+    for (RemoteProc* p : {&a, &b}) {
+        const auto status = p->wait_exit(10s);
+        REQUIRE(status);
+        CHECK(WIFEXITED(*status));
+        CHECK(WEXITSTATUS(*status) == 0);
+    }
+}
+
+TEST_CASE("local and remote workers serve one pool at once", "[remote]") {
+    auto listener = coproc::listen_for_workers(loopback());
+    coproc::PoolOptions o;
+    o.workers = 2;
+    o.initializer = [] { coproc::test::child_watchdog(120); };
+    o.remote = listener;
+    IntPool pool(
+        [](const int& x) -> long {
+            const auto until = Clock::now() + 800us;
+            while (Clock::now() < until) {
+            }
+            return static_cast<long>(x) * x;
+        },
+        o);
+    RemoteProc a({listener->endpoint(), "square"});
+    RemoteProc b({listener->endpoint(), "square"});
+    REQUIRE(eventually([&] { return listener->stats().connected == 2; }));
+    std::size_t progress_calls = 0;
+    coproc::MapOptions m;
+    m.chunksize = 4;
+    m.progress = [&](const coproc::PoolProgress&) { ++progress_calls; };
+    check_squares(pool.map(range(2000), m), 2000);
+    CHECK(progress_calls == 2000);
+    std::size_t local = 0, remote = 0;
+    for (const auto& w : pool.stats().workers) (w.remote.empty() ? local : remote) += w.tasks_served;
+    CHECK(local + remote == 2000);
+    CHECK(local > 0);
+    CHECK(remote > 0);
+    // Futures and priorities work the same.
+    auto f = pool.submit(12, 0.0);
+    CHECK(f.get(10s) == 144);
+}
+
+TEST_CASE(
+    "remote workers SIGKILLed and SIGSTOPped mid-map: every task resolves once and correctly; the stopped one "
+    "rejoins when continued",
+    "[remote]") {
+    auto listener = coproc::listen_for_workers(loopback());
+    coproc::PoolOptions o;
+    o.workers = 0;
+    o.max_retries = 3;
+    o.remote = listener;
+    IntPool pool(local_square, o);
+    const std::string ep = listener->endpoint();
+    RemoteProc killed({ep, "square"});
+    RemoteProc stopped({ep, "square"});
+    RemoteProc steady({ep, "square"});
+    REQUIRE(eventually([&] { return listener->stats().connected == 3; }));
+    constexpr int n = 3000;
+    std::vector<std::size_t> seen(n, 0);
+    bool struck = false;
+    coproc::MapOptions m;
+    m.chunksize = 5;
+    m.progress = [&](const coproc::PoolProgress& p) {
+        if (!struck && p.done >= n / 5) {
+            struck = true;
+            killed.signal(SIGKILL);
+            stopped.signal(SIGSTOP);
+        }
+    };
+    for (const auto& [index, result] : pool.map_unordered(range(n), m)) {
+        ++seen[index];
+        if (result != static_cast<long>(index) * static_cast<long>(index)) FAIL("task " << index << ": " << result);
+    }
+    REQUIRE(struck);
+    // Each task resolved exactly once.
+    CHECK(std::count(seen.begin(), seen.end(), std::size_t{1}) == n);
+    CHECK(listener->stats().lost >= 2);
+    const auto joined_before = listener->stats().joined;
+    stopped.signal(SIGCONT);
+    // Told it was lost, it joins afresh and serves.
+    REQUIRE(eventually([&] { return listener->stats().joined > joined_before; }));
+    check_squares(pool.map(range(200)), 200);
+}
+
+TEST_CASE("CURVE: a listed key joins; another key is refused and counted, and that worker gives up", "[remote]") {
+    const auto host = coproc::generate_curve_keys();
+    const auto good = coproc::generate_curve_keys();
+    const auto bad = coproc::generate_curve_keys();
+    auto opts = loopback();
+    opts.keys = host;
+    opts.worker_keys = {good.public_key};
+    auto listener = coproc::listen_for_workers(opts);
+    coproc::PoolOptions o;
+    o.workers = 0;
+    o.remote = listener;
+    IntPool pool(local_square, o);
+    const std::string ep = listener->endpoint();
+    RemoteProc intruder({ep, "square", host.public_key, bad.public_key, bad.secret_key});
+    REQUIRE(eventually([&] { return listener->stats().refused >= 1; }));
+    RemoteProc member({ep, "square", host.public_key, good.public_key, good.secret_key});
+    REQUIRE(eventually([&] { return listener->stats().connected == 1; }));
+    check_squares(pool.map(range(100)), 100);
+    const auto status = intruder.wait_exit(10s);  // join_timeout 2 s: nothing answered it
+    REQUIRE(status);
+    CHECK(WEXITSTATUS(*status) == 3);
+    CHECK(listener->stats().joined == 1);
+}
+
+TEST_CASE("a worker of other message types is refused with the reason and exits 2", "[remote]") {
+    auto listener = coproc::listen_for_workers(loopback());
+    coproc::PoolOptions o;
+    o.workers = 0;
+    o.remote = listener;
+    IntPool pool(local_square, o);
+    RemoteProc other({listener->endpoint(), "strings"});
+    const auto status = other.wait_exit(10s);
+    REQUIRE(status);
+    CHECK(WEXITSTATUS(*status) == 2);
+    CHECK_THAT(other.stderr_text(), Catch::Contains("refused") && Catch::Contains("types"));
+    CHECK(listener->stats().refused == 1);
+    CHECK(listener->stats().joined == 0);
+}
+
+TEST_CASE("garbage frames are dropped and counted; the pool serves on", "[remote]") {
+    auto opts = loopback();
+    opts.max_message_size = 1 << 20;
+    auto listener = coproc::listen_for_workers(opts);
+    coproc::PoolOptions o;
+    o.workers = 0;
+    o.remote = listener;
+    IntPool pool(local_square, o);
+    const std::string ep = listener->endpoint();
+    {
+        zmq::context_t ctx;
+        zmq::socket_t raw(ctx, zmq::socket_type::dealer);
+        raw.set(zmq::sockopt::linger, 2000);
+        raw.connect(ep);
+        raw.send(zmq::str_buffer(""), zmq::send_flags::none);             // empty
+        raw.send(zmq::str_buffer("\x63garbage"), zmq::send_flags::none);  // unknown kind
+        raw.send(zmq::str_buffer("\x04pool before hello"), zmq::send_flags::none);
+        raw.send(zmq::str_buffer("\x01\x01\x00\x00\x00\xff\xff\xff\x7f"),
+                 zmq::send_flags::none);                           // hello, absurd length
+        raw.send(zmq::str_buffer("a"), zmq::send_flags::sndmore);  // three parts
+        raw.send(zmq::str_buffer("b"), zmq::send_flags::none);
+        const std::string huge(2 << 20, 'x');  // over max_message_size
+        raw.send(zmq::buffer(huge), zmq::send_flags::none);
+    }
+    REQUIRE(eventually([&] { return listener->stats().malformed >= 5; }));
+    RemoteProc worker({ep, "square"});
+    REQUIRE(eventually([&] { return listener->stats().connected == 1; }));
+    check_squares(pool.map(range(100)), 100);
+}
+
+TEST_CASE("bad listen options are invalid_argument", "[remote]") {
+    coproc::RemoteListenOptions o;
+    CHECK_THROWS_AS(coproc::listen_for_workers(o), std::invalid_argument);  // no bind
+    o.bind = "tcp://0.0.0.0:0";
+    CHECK_THROWS_WITH(coproc::listen_for_workers(o), Catch::Contains("loopback"));
+    o.allow_insecure = true;
+    CHECK_NOTHROW(coproc::listen_for_workers(o));
+    o.keys = coproc::generate_curve_keys();
+    CHECK_THROWS_WITH(coproc::listen_for_workers(o), Catch::Contains("worker_keys"));
+    o.worker_keys = {"not a key"};
+    CHECK_THROWS_AS(coproc::listen_for_workers(o), std::invalid_argument);
+    auto ok = loopback();
+    ok.heartbeat_timeout = ok.heartbeat_interval;
+    CHECK_THROWS_AS(coproc::listen_for_workers(ok), std::invalid_argument);
+    // An address in use is the pool constructor's error.
+    auto first = coproc::listen_for_workers(loopback());
+    coproc::PoolOptions p;
+    p.workers = 0;
+    p.remote = first;
+    IntPool pool(local_square, p);
+    auto taken = loopback();
+    taken.bind = first->endpoint();
+    coproc::PoolOptions q;
+    q.workers = 0;
+    q.remote = coproc::listen_for_workers(taken);
+    CHECK_THROWS_AS(IntPool(local_square, q), coproc::Error);
+}
+
+TEST_CASE("a host killed under its workers: exit-mode workers exit 3, wait-mode ones wait, within the timeout",
+          "[remote]") {
+    int ready[2];
+    REQUIRE(::pipe(ready) == 0);
+    std::fflush(nullptr);
+    const pid_t host = ::fork();
+    REQUIRE(host >= 0);
+    if (host == 0) {
+        coproc::test::child_watchdog(60);
+        ::close(ready[0]);
+        auto listener = coproc::listen_for_workers(loopback(100ms, 500ms));
+        coproc::PoolOptions o;
+        o.workers = 0;
+        o.remote = listener;
+        IntPool pool(local_square, o);
+        const std::string ep = listener->endpoint() + "\n";
+        (void)!::write(ready[1], ep.data(), ep.size());
+        // Both workers joined: say so, then serve until killed.
+        const auto until = Clock::now() + 20s;
+        while (listener->stats().connected < 2 && Clock::now() < until) std::this_thread::sleep_for(5ms);
+        (void)!::write(ready[1], "joined\n", 7);
+        for (;;) (void)pool.submit(1).get(60s);
+    }
+    ::close(ready[1]);
+    std::string ep;
+    char c = 0;
+    while (::read(ready[0], &c, 1) == 1 && c != '\n') ep.push_back(c);
+    REQUIRE(ep.starts_with("tcp://"));
+    RemoteProc leaver({ep, "square"});
+    RemoteProc waiter({ep, "wait"});
+    std::string joined;
+    while (::read(ready[0], &c, 1) == 1 && c != '\n') joined.push_back(c);
+    ::close(ready[0]);
+    REQUIRE(joined == "joined");
+    ::kill(host, SIGKILL);
+    (void)::waitpid(host, nullptr, 0);
+    const auto killed_at = Clock::now();
+    const auto status = leaver.wait_exit(10s);
+    REQUIRE(status);
+    CHECK(WEXITSTATUS(*status) == 3);
+    CHECK(Clock::now() - killed_at < 5s);  // the timeout is 0.5 s
+    CHECK(leaver.stderr_text().find("silent") != std::string::npos);
+    // The waiting one is still there, and idle: it does not spin.
+    const auto cpu_before = coproc::test::cpu_ticks(waiter.pid());
+    CHECK(!waiter.wait_exit(1s));
+    CHECK(coproc::test::cpu_ticks(waiter.pid()) - cpu_before < 20);  // under 0.2 s of CPU in 1 s
+}
