@@ -133,8 +133,8 @@ public:
         events_.clear();
     }
 
-    void send(std::uint64_t worker, std::string payload) override {
-        push_command({Command::Kind::send, worker, std::move(payload)});
+    void send(std::uint64_t worker, std::vector<std::string> payloads) override {
+        push_command({Command::Kind::send, worker, std::move(payloads)});
     }
     void drop(std::uint64_t worker) override { push_command({Command::Kind::drop, worker, {}}); }
 
@@ -153,7 +153,7 @@ private:
     struct Command {
         enum class Kind { send, drop, stop } kind;
         std::uint64_t worker;
-        std::string payload;
+        std::vector<std::string> payloads;
     };
     struct Peer {
         std::uint64_t id = 0;
@@ -167,9 +167,14 @@ private:
         commands_.push_back(std::move(c));
         write_event(commands_fd_.get());
     }
-    void push_event(Event e) {
+    // Events wait in the thread's own list until flush_events(): one lock
+    // and one wake-up of the pool per batch.
+    void push_event(Event e) { pending_events_.push_back(std::move(e)); }
+    void flush_events() {
+        if (pending_events_.empty()) return;
         const std::lock_guard lock(mutex_);
-        events_.push_back(std::move(e));
+        for (auto& e : pending_events_) events_.push_back(std::move(e));
+        pending_events_.clear();
         write_event(events_fd_.get());
     }
 
@@ -177,6 +182,7 @@ private:
     void serve() noexcept {
         try {
             loop();
+            flush_events();
         } catch (const std::exception& e) {
             // A ZeroMQ failure here cannot be handed to anyone: every worker
             // goes quiet, and the pool's heartbeat-less wait ends in losses.
@@ -207,6 +213,7 @@ private:
                 tick();
                 next_tick = Clock::now() + interval / 2;
             }
+            flush_events();
         }
     }
 
@@ -258,6 +265,11 @@ private:
             }
             if (!frame || frame->kind != Kind::hello) {
                 ++malformed_;
+                // A worker whose connection ZeroMQ re-made (a network blip,
+                // an oversized frame) speaks on without a hello: tell it to
+                // join again.
+                if (frame && (frame->kind == Kind::heartbeat || frame->kind == Kind::pool))
+                    send_raw(routing, make_frame(Kind::lost));
                 return;
             }
             admit(routing, frame->body);
@@ -318,7 +330,10 @@ private:
                 forget(routing, false);
                 continue;
             }
-            if (!send_raw(routing, make_frame(Kind::pool, c.payload)))
+            bool ok = true;
+            for (const auto& payload : c.payloads)
+                if (ok) ok = send_raw(routing, make_frame(Kind::pool, payload));
+            if (!ok)
                 forget(routing, true);
             else
                 peers_[routing].sent = Clock::now();
@@ -398,6 +413,7 @@ private:
     mutable std::mutex mutex_;  // guards the queues and endpoint_
     std::string endpoint_;
     std::deque<Event> events_;
+    std::vector<Event> pending_events_;  // the thread's, until flushed
     std::deque<Command> commands_;
     detail::UniqueFd events_fd_;
     detail::UniqueFd commands_fd_;

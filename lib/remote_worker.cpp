@@ -60,7 +60,7 @@ struct RemoteWorkerLink::State {
     int exit_code = 0;
     std::uint64_t session = 0;  // bumped at every (re)join
     std::string ready;
-    std::deque<RemoteWorkerLink::Tasks> inbox;
+    std::deque<std::pair<std::uint64_t, std::string>> inbox;  // (session, chunk)
     std::deque<std::string> outbox;
     bool main_waiting = false;
     bool stopping = false;
@@ -181,7 +181,7 @@ struct RemoteWorkerLink::State {
                     }
                     case Kind::pool: {
                         const std::lock_guard lock(mutex);
-                        inbox.push_back({session, std::string(frame->body)});
+                        inbox.emplace_back(session, std::string(frame->body));
                         changed.notify_all();
                         break;
                     }
@@ -309,16 +309,20 @@ std::optional<RemoteWorkerLink::Tasks> RemoteWorkerLink::next() {
     });
     state_->main_waiting = false;
     if (state_->inbox.empty()) return std::nullopt;
-    Tasks t = std::move(state_->inbox.front());
-    state_->inbox.pop_front();
+    Tasks t;
+    t.session = state_->inbox.front().first;
+    while (!state_->inbox.empty() && state_->inbox.front().first == t.session) {
+        t.payloads.push_back(std::move(state_->inbox.front().second));
+        state_->inbox.pop_front();
+    }
     return t;
 }
 
-void RemoteWorkerLink::send(std::uint64_t session, std::string payload) {
+void RemoteWorkerLink::send(std::uint64_t session, std::vector<std::string> payloads) {
     {
         const std::lock_guard lock(state_->mutex);
         if (session != state_->session || state_->phase != State::Phase::joined) return;
-        state_->outbox.push_back(std::move(payload));
+        for (auto& p : payloads) state_->outbox.push_back(std::move(p));
     }
     state_->notify_thread();
 }

@@ -124,8 +124,8 @@ namespace detail {
 class RemoteWorkerLink {
 public:
     struct Tasks {
-        std::uint64_t session = 0;  // which join they came through
-        std::string payload;
+        std::uint64_t session = 0;          // which join they came through
+        std::vector<std::string> payloads;  // every chunk waiting, oldest first
     };
     /// Starts the thread: it connects and says hello.
     RemoteWorkerLink(RemoteWorkerOptions options, std::string hello_body);
@@ -137,13 +137,13 @@ public:
     void await_joined();
     /// Sent after every (re)join, first: the "ready" message.
     void set_ready(std::string payload);
-    /// Blocks for the next chunk of tasks; nullopt when the worker should
-    /// end: exit_code() says with what (0: the host closed it, 3: the host
-    /// was lost).
+    /// Blocks for the next chunks of tasks (all that wait); nullopt when
+    /// the worker should end: exit_code() says with what (0: the host
+    /// closed it, 3: the host was lost).
     [[nodiscard]] std::optional<Tasks> next();
-    /// Sends results taken in through `session`; dropped if the worker has
-    /// rejoined since (the host gave those tasks to someone else).
-    void send(std::uint64_t session, std::string payload);
+    /// Sends results taken in through `session`, in order; dropped if the
+    /// worker has rejoined since (the host gave those tasks to someone else).
+    void send(std::uint64_t session, std::vector<std::string> payloads);
     [[nodiscard]] int exit_code() const noexcept;
 
 private:
@@ -196,20 +196,22 @@ int remote_worker_main(const RemoteWorkerOptions& options, F&& fn, const std::fu
             encode_append(bytes, ready);
             link.set_ready(std::move(bytes));
         }
-        std::string out_bytes;
         for (;;) {
             auto in = link.next();
             if (!in) return link.exit_code();
-            Message chunk;
-            try {
-                chunk = decode<Message>(in->payload);
-            } catch (const ProtocolError&) {
-                continue;  // the host sent garbage: nothing to answer
+            // Every chunk that waited, answered in order, sent together.
+            std::vector<std::string> answers;
+            answers.reserve(in->payloads.size());
+            for (const std::string& payload : in->payloads) {
+                Message chunk;
+                try {
+                    chunk = decode<Message>(payload);
+                } catch (const ProtocolError&) {
+                    continue;  // the host sent garbage: nothing to answer
+                }
+                encode_append(answers.emplace_back(), detail::answer_chunk<Task, Result>(fn, chunk));
             }
-            Message answer = detail::answer_chunk<Task, Result>(fn, chunk);
-            out_bytes.clear();
-            encode_append(out_bytes, answer);
-            link.send(in->session, out_bytes);
+            link.send(in->session, std::move(answers));
         }
     } catch (const std::exception& e) {
         std::fprintf(stderr, "coproc: remote worker: %s\n", e.what());

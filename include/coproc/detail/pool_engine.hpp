@@ -263,11 +263,9 @@ public:
         for (std::size_t i = 0; i < workers_.size(); ++i) {
             if (outbox_[i].empty()) continue;
             if (workers_[i].remote != 0) {
-                for (const Message& m : outbox_[i]) {
-                    std::string bytes;
-                    encode_append(bytes, m);
-                    hub_->send(workers_[i].remote, std::move(bytes));
-                }
+                std::vector<std::string> payloads(outbox_[i].size());
+                for (std::size_t k = 0; k < payloads.size(); ++k) encode_append(payloads[k], outbox_[i][k].get());
+                hub_->send(workers_[i].remote, std::move(payloads));
                 continue;
             }
             try {

@@ -63,9 +63,9 @@ public:
     [[nodiscard]] virtual int fd() const noexcept = 0;
     /// Moves the waiting events to `out` (appended), oldest first. Never blocks.
     virtual void take_events(std::vector<Event>& out) = 0;
-    /// Queues `payload` (an encoded pool message) for `worker`. Never
-    /// blocks; dropped if the worker is gone (its loss is an event).
-    virtual void send(std::uint64_t worker, std::string payload) = 0;
+    /// Queues `payloads` (encoded pool messages, in order) for `worker`.
+    /// Never blocks; dropped if the worker is gone (its loss is an event).
+    virtual void send(std::uint64_t worker, std::vector<std::string> payloads) = 0;
     /// The pool gives `worker` up (a task timeout): it is told, its later
     /// frames are ignored, and it may rejoin. No lost event follows.
     virtual void drop(std::uint64_t worker) = 0;
