@@ -232,9 +232,26 @@ TEST_CASE(
     CHECK(listener->stats().lost >= 2);
     const auto joined_before = listener->stats().joined;
     stopped.signal(SIGCONT);
-    // Told it was lost, it joins afresh and serves.
+    // Told it was lost (the host's "lost" waited in its socket), it joins
+    // afresh and serves; nothing it held was delivered twice (above).
     REQUIRE(eventually([&] { return listener->stats().joined > joined_before; }));
     check_squares(pool.map(range(200)), 200);
+}
+
+TEST_CASE("past max_retries a task whose remote worker was lost fails with RemoteWorkerLost", "[remote]") {
+    auto listener = coproc::listen_for_workers(loopback());
+    coproc::PoolOptions o;
+    o.workers = 0;
+    o.max_retries = 0;
+    o.remote = listener;
+    IntPool pool(local_square, o);
+    RemoteProc worker({listener->endpoint(), "square"});
+    REQUIRE(eventually([&] { return listener->stats().connected == 1; }));
+    CHECK(pool.submit(3).get(10s) == 9);
+    worker.signal(SIGSTOP);  // it holds the next task when the host gives it up
+    auto f = pool.submit(4);
+    CHECK_THROWS_AS(f.get(20s), coproc::RemoteWorkerLost);
+    CHECK(listener->stats().lost == 1);
 }
 
 TEST_CASE("CURVE: a listed key joins; another key is refused and counted, and that worker gives up", "[remote]") {
