@@ -227,6 +227,8 @@ struct RemoteWorkerLink::State {
                     return;
                 }
                 if (session != 0 && now - heard > beat.heartbeat_timeout) {
+                    // Rejoining, and the host went silent meanwhile.
+                    if (host_lost("the host went silent past its heartbeat timeout")) return;
                     // Waiting for a new host: a fresh connection now and then.
                     socket = connect();
                     heard = now;

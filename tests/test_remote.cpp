@@ -392,7 +392,7 @@ TEST_CASE("a host killed under its workers: exit-mode workers exit 3, wait-mode 
     REQUIRE(status);
     CHECK(WEXITSTATUS(*status) == 3);
     CHECK(Clock::now() - killed_at < 5s);  // the timeout is 0.5 s
-    CHECK(leaver.stderr_text().find("silent") != std::string::npos);
+    CHECK_THAT(leaver.stderr_text(), Catch::Contains("silent"));
     // The waiting one is still there, and idle: it does not spin.
     const auto cpu_before = coproc::test::cpu_ticks(waiter.pid());
     CHECK(!waiter.wait_exit(1s));
