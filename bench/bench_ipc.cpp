@@ -440,21 +440,29 @@ void BM_boost_mq_stream64(benchmark::State& state) {
 
 std::string zmq_endpoint() { return "ipc:///tmp/coproc-bench-" + std::to_string(::getpid()); }
 
-void BM_zmq_rtt(benchmark::State& state) {
-    const std::string ep = zmq_endpoint();
+// A forked ZeroMQ PAIR peer at `ep` that answers every message with the
+// message itself (echo) or with one byte; a 1-byte message ends it.
+pid_t fork_zmq_peer(const std::string& ep, bool echo) {
     std::fflush(nullptr);
     const pid_t pid = ::fork();
-    if (pid == 0) {
-        zmq::context_t ctx;
-        zmq::socket_t s(ctx, zmq::socket_type::pair);
-        s.connect(ep);
-        zmq::message_t msg;
-        for (;;) {
-            (void)s.recv(msg);
-            if (msg.size() == 1) ::_exit(0);
+    if (pid != 0) return pid;
+    zmq::context_t ctx;
+    zmq::socket_t s(ctx, zmq::socket_type::pair);
+    s.connect(ep);
+    zmq::message_t msg;
+    for (;;) {
+        (void)s.recv(msg);
+        if (msg.size() == 1) ::_exit(0);
+        if (echo)
             s.send(msg, zmq::send_flags::none);
-        }
+        else
+            s.send(zmq::str_buffer("k"), zmq::send_flags::none);
     }
+}
+
+void BM_zmq_rtt(benchmark::State& state) {
+    const std::string ep = zmq_endpoint();
+    const pid_t pid = fork_zmq_peer(ep, true);
     zmq::context_t ctx;
     zmq::socket_t s(ctx, zmq::socket_type::pair);
     s.bind(ep);
@@ -507,19 +515,7 @@ void BM_zmq_stream64(benchmark::State& state) {
 void BM_zmq_large(benchmark::State& state) {
     const auto size = static_cast<std::size_t>(state.range(0));
     const std::string ep = zmq_endpoint();
-    std::fflush(nullptr);
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-        zmq::context_t ctx;
-        zmq::socket_t s(ctx, zmq::socket_type::pair);
-        s.connect(ep);
-        zmq::message_t msg;
-        for (;;) {
-            (void)s.recv(msg);
-            if (msg.size() == 1) ::_exit(0);
-            s.send(zmq::str_buffer("k"), zmq::send_flags::none);
-        }
-    }
+    const pid_t pid = fork_zmq_peer(ep, false);
     zmq::context_t ctx;
     zmq::socket_t s(ctx, zmq::socket_type::pair);
     s.bind(ep);

@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -118,6 +119,15 @@ coproc::RemoteListenOptions loopback(std::chrono::milliseconds interval = 100ms,
     return o;
 }
 
+// A pool of no local worker, served by `listener`'s remote workers.
+coproc::PoolOptions remote_only(const std::shared_ptr<coproc::RemoteWorkers>& listener, std::size_t max_retries = 2) {
+    coproc::PoolOptions o;
+    o.workers = 0;
+    o.max_retries = max_retries;
+    o.remote = listener;
+    return o;
+}
+
 std::vector<int> range(int n) {
     std::vector<int> v;
     for (int i = 0; i < n; ++i) v.push_back(i);
@@ -136,9 +146,7 @@ long local_square(const int& x) { return static_cast<long>(x) * x; }
 
 TEST_CASE("a pool served by remote workers only maps correctly; they exit 0 when it closes", "[remote]") {
     auto listener = coproc::listen_for_workers(loopback());
-    coproc::PoolOptions o;
-    o.workers = 0;
-    o.remote = listener;
+    const coproc::PoolOptions o = remote_only(listener);
     std::optional<IntPool> pool(std::in_place, local_square, o);
     const std::string ep = listener->endpoint();
     REQUIRE(ep.starts_with("tcp://127.0.0.1:"));
@@ -200,10 +208,7 @@ TEST_CASE(
     "rejoins when continued",
     "[remote]") {
     auto listener = coproc::listen_for_workers(loopback());
-    coproc::PoolOptions o;
-    o.workers = 0;
-    o.max_retries = 3;
-    o.remote = listener;
+    const coproc::PoolOptions o = remote_only(listener, 3);
     IntPool pool(local_square, o);
     const std::string ep = listener->endpoint();
     RemoteProc killed({ep, "square"});
@@ -240,10 +245,7 @@ TEST_CASE(
 
 TEST_CASE("past max_retries a task whose remote worker was lost fails with RemoteWorkerLost", "[remote]") {
     auto listener = coproc::listen_for_workers(loopback());
-    coproc::PoolOptions o;
-    o.workers = 0;
-    o.max_retries = 0;
-    o.remote = listener;
+    const coproc::PoolOptions o = remote_only(listener, 0);
     IntPool pool(local_square, o);
     RemoteProc worker({listener->endpoint(), "square"});
     REQUIRE(eventually([&] { return listener->stats().connected == 1; }));
@@ -262,9 +264,7 @@ TEST_CASE("CURVE: a listed key joins; another key is refused and counted, and th
     opts.keys = host;
     opts.worker_keys = {good.public_key};
     auto listener = coproc::listen_for_workers(opts);
-    coproc::PoolOptions o;
-    o.workers = 0;
-    o.remote = listener;
+    const coproc::PoolOptions o = remote_only(listener);
     IntPool pool(local_square, o);
     const std::string ep = listener->endpoint();
     RemoteProc intruder({ep, "square", host.public_key, bad.public_key, bad.secret_key});
@@ -280,9 +280,7 @@ TEST_CASE("CURVE: a listed key joins; another key is refused and counted, and th
 
 TEST_CASE("a worker of other message types is refused with the reason and exits 2", "[remote]") {
     auto listener = coproc::listen_for_workers(loopback());
-    coproc::PoolOptions o;
-    o.workers = 0;
-    o.remote = listener;
+    const coproc::PoolOptions o = remote_only(listener);
     IntPool pool(local_square, o);
     RemoteProc other({listener->endpoint(), "strings"});
     const auto status = other.wait_exit(10s);
@@ -297,9 +295,7 @@ TEST_CASE("garbage frames are dropped and counted; the pool serves on", "[remote
     auto opts = loopback();
     opts.max_message_size = 1 << 20;
     auto listener = coproc::listen_for_workers(opts);
-    coproc::PoolOptions o;
-    o.workers = 0;
-    o.remote = listener;
+    const coproc::PoolOptions o = remote_only(listener);
     IntPool pool(local_square, o);
     const std::string ep = listener->endpoint();
     {
@@ -339,16 +335,10 @@ TEST_CASE("bad listen options are invalid_argument", "[remote]") {
     CHECK_THROWS_AS(coproc::listen_for_workers(ok), std::invalid_argument);
     // An address in use is the pool constructor's error.
     auto first = coproc::listen_for_workers(loopback());
-    coproc::PoolOptions p;
-    p.workers = 0;
-    p.remote = first;
-    IntPool pool(local_square, p);
+    IntPool pool(local_square, remote_only(first));
     auto taken = loopback();
     taken.bind = first->endpoint();
-    coproc::PoolOptions q;
-    q.workers = 0;
-    q.remote = coproc::listen_for_workers(taken);
-    CHECK_THROWS_AS(IntPool(local_square, q), coproc::Error);
+    CHECK_THROWS_AS(IntPool(local_square, remote_only(coproc::listen_for_workers(taken))), coproc::Error);
 }
 
 TEST_CASE("a host killed under its workers: exit-mode workers exit 3, wait-mode ones wait, within the timeout",
