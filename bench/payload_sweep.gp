@@ -23,7 +23,8 @@ plot datafile using 1:2 with linespoints title "raw socketpair", \
      datafile using 1:3 with linespoints title "coproc PriorityMessenger"
 
 set ylabel "throughput (GB/s)"
-set key bottom right
+set key top left
+set yrange [*:1000]  # room above the curves for the key
 plot datafile using 1:4:6:7 with yerrorlines title "raw socketpair", \
      datafile using 1:5:8:9 with yerrorlines title "coproc PriorityMessenger<std::string>", \
      datafile using 1:($10 > 0 ? $10 : NaN) with linespoints title "coproc PriorityMessenger<Blob>", \
