@@ -83,8 +83,7 @@ std::size_t Link::write_until(std::span<iovec> segments, Deadline deadline, bool
                 // blocked sending to us could otherwise never read what we
                 // send (each small frame costs ~1 KiB of socket buffer, so a
                 // few hundred in flight each way suffice to deadlock).
-                const int service = watch_ != nullptr ? watch_->service_fd() : -1;
-                const unsigned ready = wait_io(fd_.get(), !eof_, deadline, service);
+                const unsigned ready = wait_io(fd_.get(), !eof_, deadline, service_fd());
                 if (ready == io_none) return off;
                 if ((ready & io_service) != 0) watch_->service();
                 if ((ready & io_readable) != 0) buffer_incoming();
@@ -200,7 +199,7 @@ void Link::set_watch(PeerWatch* watch) {
 void Link::wait_for_data() {
     if (peer_gone() || reader_.has_complete()) return;
     // A watch with a service fd: poll both (a blocking read would not see it).
-    if (watch_ != nullptr && watch_->service_fd() >= 0) {
+    if (service_fd() >= 0) {
         (void)wait(std::nullopt);
         return;
     }
@@ -220,7 +219,7 @@ void Link::wait_for_data() {
 }
 
 std::size_t Link::drain(FrameSink& sink) {
-    if (watch_ == nullptr || watch_->service_fd() < 0) return drain_frames(sink);
+    if (service_fd() < 0) return drain_frames(sink);
     // Serviced after the socket was read (even when a frame throws): every
     // line the peer wrote before sending a message now in hand is in its
     // pipe by then, so it is delivered before that message is received.
@@ -313,9 +312,8 @@ bool Link::wait(Deadline deadline) {
     for (;;) {
         // With a watch, wake at least once a second to ask it directly: its
         // fd may stay silent (an exit pipe a grandchild still holds open).
-        const int service = watch_ != nullptr ? watch_->service_fd() : -1;
-        ready =
-            wait_readable(fd_.get(), extra, watching ? at_most(deadline, std::chrono::seconds(1)) : deadline, service);
+        ready = wait_readable(fd_.get(), extra, watching ? at_most(deadline, std::chrono::seconds(1)) : deadline,
+                              service_fd());
         if ((ready & ready_service) != 0) {
             watch_->service();
             ready &= ~ready_service;

@@ -6,43 +6,37 @@
 
 #include <fmt/format.h>
 
+#include "coproc/detail/endian.hpp"
+
 namespace coproc::detail::remote {
 
 namespace {
 
-void put_u32(std::string& out, std::uint32_t v) {
-    for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-void put_u64(std::string& out, std::uint64_t v) {
-    for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+// Appends `v` little-endian.
+template <class U>
+void put(std::string& out, U v) {
+    char bytes[sizeof(U)];
+    put_le(bytes, v);
+    out.append(bytes, sizeof bytes);
 }
 void put_string(std::string& out, std::string_view s) {
-    put_u32(out, static_cast<std::uint32_t>(s.size()));
+    put(out, static_cast<std::uint32_t>(s.size()));
     out.append(s);
 }
 
 // Reads little-endian fields off the front of `in`; false once short.
 struct Reader {
     std::string_view in;
-    bool u32(std::uint32_t& v) noexcept {
-        if (in.size() < 4) return false;
-        v = 0;
-        for (int i = 0; i < 4; ++i)
-            v |= static_cast<std::uint32_t>(static_cast<unsigned char>(in[static_cast<std::size_t>(i)])) << (8 * i);
-        in.remove_prefix(4);
-        return true;
-    }
-    bool u64(std::uint64_t& v) noexcept {
-        if (in.size() < 8) return false;
-        v = 0;
-        for (int i = 0; i < 8; ++i)
-            v |= static_cast<std::uint64_t>(static_cast<unsigned char>(in[static_cast<std::size_t>(i)])) << (8 * i);
-        in.remove_prefix(8);
+    template <class U>
+    bool get(U& v) noexcept {
+        if (in.size() < sizeof(U)) return false;
+        v = get_le<U>(in.data());
+        in.remove_prefix(sizeof(U));
         return true;
     }
     bool string(std::string& s) {
         std::uint32_t n = 0;
-        if (!u32(n) || n > max_hello_string || n > in.size()) return false;
+        if (!get(n) || n > max_hello_string || n > in.size()) return false;
         s.assign(in.substr(0, n));
         in.remove_prefix(n);
         return true;
@@ -68,11 +62,11 @@ std::string make_frame(Kind kind, std::string_view body) {
 
 std::string encode_hello(const Hello& hello) {
     std::string out;
-    put_u32(out, hello.version);
+    put(out, hello.version);
     put_string(out, hello.wire_abi);
     put_string(out, hello.task_type);
     put_string(out, hello.result_type);
-    put_u64(out, hello.fingerprint);
+    put(out, hello.fingerprint);
     put_string(out, hello.label);
     return out;
 }
@@ -81,12 +75,12 @@ std::optional<Hello> decode_hello(std::string_view body) noexcept {
     try {
         Reader r{body};
         Hello h;
-        if (!r.u32(h.version)) return std::nullopt;
+        if (!r.get(h.version)) return std::nullopt;
         if (h.version != protocol_version) {
             // Another layout may follow: only the version is known.
             return h;
         }
-        if (!r.string(h.wire_abi) || !r.string(h.task_type) || !r.string(h.result_type) || !r.u64(h.fingerprint) ||
+        if (!r.string(h.wire_abi) || !r.string(h.task_type) || !r.string(h.result_type) || !r.get(h.fingerprint) ||
             !r.string(h.label) || !r.in.empty())
             return std::nullopt;
         return h;
@@ -119,8 +113,8 @@ std::string this_wire_abi() {
 
 std::string encode_welcome(const Welcome& welcome) {
     std::string out;
-    put_u64(out, static_cast<std::uint64_t>(welcome.heartbeat_interval.count()));
-    put_u64(out, static_cast<std::uint64_t>(welcome.heartbeat_timeout.count()));
+    put(out, static_cast<std::uint64_t>(welcome.heartbeat_interval.count()));
+    put(out, static_cast<std::uint64_t>(welcome.heartbeat_timeout.count()));
     return out;
 }
 
@@ -128,7 +122,7 @@ std::optional<Welcome> decode_welcome(std::string_view body) noexcept {
     Reader r{body};
     std::uint64_t interval = 0;
     std::uint64_t timeout = 0;
-    if (!r.u64(interval) || !r.u64(timeout) || !r.in.empty()) return std::nullopt;
+    if (!r.get(interval) || !r.get(timeout) || !r.in.empty()) return std::nullopt;
     // Sane bounds: a day at most, and a timeout above the interval.
     constexpr std::uint64_t day = 86'400'000;
     if (interval == 0 || interval > day || timeout <= interval || timeout > day) return std::nullopt;

@@ -69,6 +69,13 @@ struct RemoteWorkerLink::State {
     std::thread thread;
     zmq::context_t context;
 
+    // The worker ends with `code` (next() returns nullopt). Call with mutex held.
+    void end_locked(int code) {
+        phase = Phase::ended;
+        exit_code = code;
+        changed.notify_all();
+    }
+
     void notify_thread() {
         const std::uint64_t one = 1;
         (void)!::write(wake.get(), &one, sizeof one);
@@ -94,9 +101,7 @@ struct RemoteWorkerLink::State {
         if (options.on_host_lost == RemoteWorkerOptions::OnHostLost::wait) return false;
         std::unique_lock lock(mutex);
         std::fprintf(stderr, "coproc: remote worker: %s; exiting\n", why);
-        phase = Phase::ended;
-        exit_code = 3;
-        changed.notify_all();
+        end_locked(3);
         if (!main_waiting && session != 0) {
             std::fflush(stderr);
             std::_Exit(3);
@@ -110,9 +115,7 @@ struct RemoteWorkerLink::State {
         } catch (const std::exception& e) {
             const std::lock_guard lock(mutex);
             std::fprintf(stderr, "coproc: remote worker: %s\n", e.what());
-            phase = Phase::ended;
-            exit_code = 1;
-            changed.notify_all();
+            end_locked(1);
         }
     }
 
@@ -187,9 +190,7 @@ struct RemoteWorkerLink::State {
                     }
                     case Kind::close: {
                         const std::lock_guard lock(mutex);
-                        phase = Phase::ended;
-                        exit_code = 0;
-                        changed.notify_all();
+                        end_locked(0);
                         return;
                     }
                     case Kind::lost:
@@ -219,11 +220,9 @@ struct RemoteWorkerLink::State {
                 if (now - started > options.join_timeout && session == 0) {
                     if (options.on_host_lost == RemoteWorkerOptions::OnHostLost::wait) continue;
                     const std::lock_guard lock(mutex);
-                    phase = Phase::ended;
-                    exit_code = 3;
                     refusal = fmt::format("coproc: remote worker: no answer from '{}' within join_timeout ({} ms)",
                                           options.connect, options.join_timeout.count());
-                    changed.notify_all();
+                    end_locked(3);
                     return;
                 }
                 if (session != 0 && now - heard > beat.heartbeat_timeout) {

@@ -238,6 +238,8 @@ private:
     // with one gathering send. Finishes the frame header.
     SendOutcome send_begun_frame(FrameKind kind, std::size_t start, std::size_t payload_start, Deadline deadline);
     std::size_t drain_frames(FrameSink& sink);  // drain() but the service
+    // The watch's service fd; -1 without a watch, or when it has none.
+    [[nodiscard]] int service_fd() const noexcept { return watch_ != nullptr ? watch_->service_fd() : -1; }
     void handle_hello(const FrameView& frame);
     // Reads the socket into the reader (blocking or not), lowering our
     // arrival flag first: whatever the peer writes after this raises it again.
