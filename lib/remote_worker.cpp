@@ -126,7 +126,7 @@ struct RemoteWorkerLink::State {
         Clock::time_point heard = Clock::now();
         Clock::time_point sent = Clock::now();
         const Clock::time_point started = Clock::now();
-        Clock::time_point last_wake = Clock::now();
+        Clock::time_point last_turn = Clock::now();
         for (;;) {
             {
                 const std::lock_guard lock(mutex);
@@ -139,14 +139,18 @@ struct RemoteWorkerLink::State {
                 std::uint64_t v = 0;
                 (void)!::read(wake.get(), &v, sizeof v);
             }
+            // One timestamp per turn, taken here, decides this turn's
+            // silences: a stop anywhere in the turn then shows up as a gap
+            // at the next turn's check below, never as the host's silence.
+            const auto now = Clock::now();
             // Not run for longer than the heartbeat timeout (stopped, or
             // starved): the silence was ours. The host gets a fresh timeout
             // to answer our next heartbeat (with "lost", if it gave us up).
-            if (const auto woke = Clock::now(); joined && woke - last_wake > beat.heartbeat_timeout) {
-                heard = woke;
-                sent = woke - beat.heartbeat_interval;  // a heartbeat now
+            if (session != 0 && now - last_turn > beat.heartbeat_timeout) {
+                heard = now;
+                sent = now - beat.heartbeat_interval;  // a heartbeat now
             }
-            last_wake = Clock::now();
+            last_turn = now;
             while ((items[0].revents & ZMQ_POLLIN) != 0) {
                 zmq::message_t msg;
                 if (!socket.recv(msg, zmq::recv_flags::dontwait)) break;
@@ -215,7 +219,6 @@ struct RemoteWorkerLink::State {
                 if (joined) socket.send(zmq::buffer(make_frame(Kind::pool, payload)), zmq::send_flags::dontwait);
                 sent = Clock::now();
             }
-            const auto now = Clock::now();
             if (!joined) {
                 if (now - started > options.join_timeout && session == 0) {
                     if (options.on_host_lost == RemoteWorkerOptions::OnHostLost::wait) continue;
