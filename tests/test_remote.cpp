@@ -239,7 +239,9 @@ TEST_CASE(
     stopped.signal(SIGCONT);
     // Told it was lost (the host's "lost" waited in its socket), it joins
     // afresh and serves; nothing it held was delivered twice (above).
-    REQUIRE(eventually([&] { return listener->stats().joined > joined_before; }));
+    const bool rejoined = eventually([&] { return listener->stats().joined > joined_before; });
+    INFO("the stopped worker's stderr: " << stopped.stderr_text());
+    REQUIRE(rejoined);
     check_squares(pool.map(range(200)), 200);
 }
 
