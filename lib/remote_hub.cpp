@@ -1,8 +1,10 @@
 // The host's side of remote pool workers (see coproc/remote_pool.hpp): a
-// thread of its own owns a ROUTER socket (and the ZAP handler that admits
-// CURVE keys), keeps every worker's heartbeat, and trades events and
-// outgoing messages with the pool's thread through two locked queues and
-// two eventfds. The pool's thread never touches a ZeroMQ socket.
+// ROUTER socket under a mutex, which the pool's thread reads and writes
+// itself (so tasks and results cross no other thread of the host), and a
+// keeper thread that serves the ZAP handler (which admits CURVE keys) and,
+// every half heartbeat interval, reads what waits, sends heartbeats and
+// gives up silent workers, whether or not the pool's thread is in a call.
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -81,7 +83,7 @@ public:
         return s;
     }
     [[nodiscard]] std::string endpoint() const override {
-        const std::lock_guard lock(mutex_);
+        const std::lock_guard lock(endpoint_mutex_);
         return endpoint_;
     }
 
@@ -92,11 +94,13 @@ public:
         want_.result_type = result_type;
         want_.fingerprint = fingerprint;
         events_fd_ = detail::UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-        commands_fd_ = detail::UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-        if (!events_fd_ || !commands_fd_) detail::throw_system_error(errno, "eventfd");
+        stop_fd_ = detail::UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+        epoll_fd_ = detail::UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+        if (!events_fd_ || !stop_fd_ || !epoll_fd_) detail::throw_system_error(errno, "eventfd/epoll");
         // Bound here, on the pool's thread, so a bad endpoint is the pool
-        // constructor's exception; then the sockets move to the thread
-        // (ZeroMQ allows that with a full memory barrier: the thread start).
+        // constructor's exception. The ZAP socket then moves to the keeper
+        // (ZeroMQ allows that with a full memory barrier: the thread start);
+        // the router is used under router_mutex_ (a full barrier too).
         context_ = std::make_unique<zmq::context_t>();
         try {
             if (!options_.keys.public_key.empty()) {
@@ -113,7 +117,18 @@ public:
                 router_.set(zmq::sockopt::zap_domain, "coproc");
             }
             router_.bind(options_.bind);
-            const std::lock_guard lock(mutex_);
+            // fd() is level-triggered: the router's own fd (readable when
+            // its mailbox has news) or events_fd_ (set whenever a call left
+            // something to take: ZeroMQ's fd alone says nothing of messages
+            // that a send or the keeper already noticed).
+            for (const int f : {router_.get(zmq::sockopt::fd), events_fd_.get()}) {
+                epoll_event ev{};
+                ev.events = EPOLLIN;
+                ev.data.fd = f;
+                if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, f, &ev) != 0)
+                    detail::throw_system_error(errno, "epoll_ctl");
+            }
+            const std::lock_guard lock(endpoint_mutex_);
             endpoint_ = router_.get(zmq::sockopt::last_endpoint);
         } catch (const zmq::error_t& e) {
             router_.close();
@@ -121,40 +136,63 @@ public:
             context_.reset();
             throw Error(fmt::format("coproc: cannot listen for remote workers on '{}': {}", options_.bind, e.what()));
         }
-        thread_ = std::thread([this] { serve(); });
+        thread_ = std::thread([this] { keep(); });
     }
 
-    [[nodiscard]] int fd() const noexcept override { return events_fd_.get(); }
+    [[nodiscard]] int fd() const noexcept override { return epoll_fd_.get(); }
 
     void take_events(std::vector<Event>& out) override {
-        const std::lock_guard lock(mutex_);
+        const std::lock_guard lock(router_mutex_);
         clear_event(events_fd_.get());
+        try {
+            read_router();
+        } catch (const zmq::error_t& e) {
+            fail(e);
+        }
+        settle();
         for (auto& e : events_) out.push_back(std::move(e));
         events_.clear();
     }
 
     void send(std::uint64_t worker, std::vector<std::string> payloads) override {
-        push_command({Command::Kind::send, worker, std::move(payloads)});
+        const std::lock_guard lock(router_mutex_);
+        auto id = by_id_.find(worker);
+        if (id == by_id_.end()) return;  // gone: its loss was (or will be) an event
+        const std::string routing = id->second;
+        bool ok = true;
+        for (const auto& payload : payloads)
+            if (ok) ok = send_raw(routing, make_frame(Kind::pool, payload));
+        if (!ok)
+            forget(routing, true);
+        else
+            peers_[routing].sent = Clock::now();
+        settle();
     }
-    void drop(std::uint64_t worker) override { push_command({Command::Kind::drop, worker, {}}); }
+
+    void drop(std::uint64_t worker) override {
+        const std::lock_guard lock(router_mutex_);
+        auto id = by_id_.find(worker);
+        if (id == by_id_.end()) return;
+        const std::string routing = id->second;
+        send_raw(routing, make_frame(Kind::lost));
+        forget(routing, false);
+        settle();
+    }
 
     void stop() noexcept override {
         if (!thread_.joinable()) return;
-        try {
-            push_command({Command::Kind::stop, 0, {}});
-            thread_.join();
-        } catch (...) {
-            // cannot happen (the thread runs); nothing to do
+        write_event(stop_fd_.get());
+        thread_.join();
+        {
+            const std::lock_guard lock(router_mutex_);
+            for (auto& [routing, peer] : peers_) send_raw(routing, make_frame(Kind::close));
+            router_.close();
         }
-        context_.reset();
+        zap_.close();
+        context_.reset();  // waits up to the router's linger for the close frames to leave
     }
 
 private:
-    struct Command {
-        enum class Kind { send, drop, stop } kind;
-        std::uint64_t worker;
-        std::vector<std::string> payloads;
-    };
     struct Peer {
         std::uint64_t id = 0;
         std::string label;
@@ -162,58 +200,60 @@ private:
         Clock::time_point sent{};
     };
 
-    void push_command(Command c) {
-        const std::lock_guard lock(mutex_);
-        commands_.push_back(std::move(c));
-        write_event(commands_fd_.get());
-    }
-    // Events wait in the thread's own list until flush_events(): one lock
-    // and one wake-up of the pool per batch.
-    void push_event(Event e) { pending_events_.push_back(std::move(e)); }
-    void flush_events() {
-        if (pending_events_.empty()) return;
-        const std::lock_guard lock(mutex_);
-        for (auto& e : pending_events_) events_.push_back(std::move(e));
-        pending_events_.clear();
-        write_event(events_fd_.get());
+    // Events wait in events_ until the pool's thread takes them.
+    // Call with router_mutex_ held.
+    void push_event(Event e) { events_.push_back(std::move(e)); }
+
+    // After any use of the router: ZeroMQ's fd is edge-like (a send or a
+    // read may consume its signal while messages wait), so messages
+    // waiting, or events, set events_fd_ for the pool's wait to see.
+    // Call with router_mutex_ held.
+    void settle() {
+        bool readable = false;
+        try {
+            readable = (router_.get(zmq::sockopt::events) & ZMQ_POLLIN) != 0;
+        } catch (const zmq::error_t&) {
+            readable = false;  // a closing context: nothing more to read
+        }
+        if (readable || !events_.empty()) write_event(events_fd_.get());
     }
 
-    // The thread: until a stop command.
-    void serve() noexcept {
-        try {
-            loop();
-            flush_events();
-        } catch (const std::exception& e) {
-            // A ZeroMQ failure here cannot be handed to anyone: every worker
-            // goes quiet, and the pool's heartbeat-less wait ends in losses.
-            std::fprintf(stderr, "coproc: remote workers' listener stopped: %s\n", e.what());
-        }
-        try {
-            for (auto& [routing, peer] : peers_) send_raw(routing, make_frame(Kind::close));
-        } catch (...) {
-            // best effort
-        }
-        router_.close();
-        zap_.close();
+    // A ZeroMQ failure on the router cannot be handed to anyone: the
+    // listener stops reading, every worker goes quiet, and the pool's
+    // tasks end as after losses (each worker is declared lost).
+    void fail(const zmq::error_t& e) {
+        std::fprintf(stderr, "coproc: remote workers' listener: %s\n", e.what());
+        std::vector<std::string> all;
+        for (const auto& [routing, peer] : peers_) all.push_back(routing);
+        for (const auto& routing : all) forget(routing, true);
     }
 
-    void loop() {
+    // The keeper: the ZAP handler, and a tick every half heartbeat interval.
+    void keep() noexcept {
         const auto interval = options_.heartbeat_interval;
         Clock::time_point next_tick = Clock::now() + interval / 2;
-        for (;;) {
-            std::vector<zmq::pollitem_t> items = {{router_.handle(), 0, ZMQ_POLLIN, 0},
-                                                  {nullptr, commands_fd_.get(), ZMQ_POLLIN, 0}};
-            if (zap_) items.push_back({zap_.handle(), 0, ZMQ_POLLIN, 0});
-            const auto wait = std::max(Clock::duration::zero(), next_tick - Clock::now());
-            zmq::poll(items, std::chrono::duration_cast<std::chrono::milliseconds>(wait));
-            if (zap_ && (items[2].revents & ZMQ_POLLIN) != 0) serve_zap();
-            if ((items[0].revents & ZMQ_POLLIN) != 0) read_router();
-            if ((items[1].revents & ZMQ_POLLIN) != 0 && !run_commands()) return;
-            if (Clock::now() >= next_tick) {
-                tick();
-                next_tick = Clock::now() + interval / 2;
+        try {
+            for (;;) {
+                std::vector<zmq::pollitem_t> items = {{nullptr, stop_fd_.get(), ZMQ_POLLIN, 0}};
+                if (zap_) items.push_back({zap_.handle(), 0, ZMQ_POLLIN, 0});
+                const auto wait = std::max(Clock::duration::zero(), next_tick - Clock::now());
+                zmq::poll(items, std::chrono::duration_cast<std::chrono::milliseconds>(wait));
+                if ((items[0].revents & ZMQ_POLLIN) != 0) return;
+                if (zap_ && (items[1].revents & ZMQ_POLLIN) != 0) serve_zap();
+                if (Clock::now() >= next_tick) {
+                    const std::lock_guard lock(router_mutex_);
+                    try {
+                        read_router();
+                        tick();
+                    } catch (const zmq::error_t& e) {
+                        fail(e);
+                    }
+                    settle();
+                    next_tick = Clock::now() + interval / 2;
+                }
             }
-            flush_events();
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "coproc: remote workers' listener: its keeper stopped: %s\n", e.what());
         }
     }
 
@@ -241,9 +281,9 @@ private:
         }
     }
 
+    // Takes every frame waiting. Call with router_mutex_ held.
     void read_router() {
-        // A bounded batch, so commands and heartbeats keep their turn.
-        for (int i = 0; i < 1024; ++i) {
+        for (;;) {
             std::vector<zmq::message_t> parts;
             if (!zmq::recv_multipart(router_, std::back_inserter(parts), zmq::recv_flags::dontwait)) return;
             if (parts.size() != 2) {
@@ -313,35 +353,8 @@ private:
         push_event({Event::Kind::joined, peer.id, peer.label});
     }
 
-    bool run_commands() {
-        std::deque<Command> batch;
-        {
-            const std::lock_guard lock(mutex_);
-            clear_event(commands_fd_.get());
-            batch.swap(commands_);
-        }
-        for (auto& c : batch) {
-            if (c.kind == Command::Kind::stop) return false;
-            auto id = by_id_.find(c.worker);
-            if (id == by_id_.end()) continue;  // gone: its loss was (or will be) an event
-            const std::string routing = id->second;
-            if (c.kind == Command::Kind::drop) {
-                send_raw(routing, make_frame(Kind::lost));
-                forget(routing, false);
-                continue;
-            }
-            bool ok = true;
-            for (const auto& payload : c.payloads)
-                if (ok) ok = send_raw(routing, make_frame(Kind::pool, payload));
-            if (!ok)
-                forget(routing, true);
-            else
-                peers_[routing].sent = Clock::now();
-        }
-        return true;
-    }
-
-    // Heartbeats out; workers silent past the timeout are lost.
+    // Heartbeats out; workers silent past the timeout are lost. Call with
+    // router_mutex_ held.
     void tick() {
         const auto now = Clock::now();
         // This thread did not run for longer than the timeout (the host was
@@ -406,19 +419,18 @@ private:
         return keys;
     }();
     std::unique_ptr<zmq::context_t> context_;
-    zmq::socket_t router_;
-    zmq::socket_t zap_;
-    std::thread thread_;
-
-    mutable std::mutex mutex_;  // guards the queues and endpoint_
-    std::string endpoint_;
-    std::deque<Event> events_;
-    std::vector<Event> pending_events_;  // the thread's, until flushed
-    std::deque<Command> commands_;
+    zmq::socket_t zap_;          // the keeper's
+    std::thread thread_;         // the keeper
+    detail::UniqueFd stop_fd_;   // ends the keeper
+    detail::UniqueFd epoll_fd_;  // fd(): the router's fd and events_fd_
     detail::UniqueFd events_fd_;
-    detail::UniqueFd commands_fd_;
 
-    // The thread's own.
+    mutable std::mutex endpoint_mutex_;
+    std::string endpoint_;
+
+    std::mutex router_mutex_;  // guards the router and everything below
+    zmq::socket_t router_;
+    std::vector<Event> events_;                    // for the pool's thread to take
     std::unordered_map<std::string, Peer> peers_;  // by routing id
     std::unordered_map<std::uint64_t, std::string> by_id_;
     std::set<std::string> lost_ids_;

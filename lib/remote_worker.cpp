@@ -1,12 +1,12 @@
-// A remote worker's side of the wire (see coproc/remote_pool.hpp): a thread
-// owns the DEALER socket, says hello, keeps the heartbeat while the main
-// thread runs tasks, and rejoins when told it was lost (or, in wait mode,
-// when the host went silent). The main thread only trades payloads with it
-// under a mutex.
-#include <sys/eventfd.h>
+// A remote worker's side of the wire (see coproc/remote_pool.hpp): one
+// DEALER socket under a mutex, turned by the main thread while it waits for
+// tasks and by a keeper thread while it runs one. It says hello, keeps the
+// heartbeat, and rejoins when told it was lost (or, in wait mode, when the
+// host went silent).
 #include <unistd.h>
 
-#include <cerrno>
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -19,7 +19,6 @@
 #include <fmt/format.h>
 #include <zmq.hpp>
 
-#include "coproc/detail/unique_fd.hpp"
 #include "coproc/error.hpp"
 #include "coproc/remote_pool.hpp"
 #include "remote_wire.hpp"
@@ -51,39 +50,48 @@ std::string remote_hello(const std::string& label, const char* task_type, const 
 struct RemoteWorkerLink::State {
     RemoteWorkerOptions options;
     std::string hello;
+    zmq::context_t context;
 
+    // The connection. Whoever holds `mutex` turns it: the main thread while
+    // it waits in await_joined() or next() (so tasks and results cross no
+    // other thread), the keeper thread while the main thread is elsewhere
+    // (a task, the initializer), so the heartbeat goes on.
     std::mutex mutex;
-    std::condition_variable changed;
     // Guarded by mutex:
+    zmq::socket_t socket;
     enum class Phase { joining, joined, refused, ended } phase = Phase::joining;
     std::string refusal;
     int exit_code = 0;
-    std::uint64_t session = 0;  // bumped at every (re)join
-    std::string ready;
-    std::deque<std::pair<std::uint64_t, std::string>> inbox;  // (session, chunk)
-    std::deque<std::string> outbox;
-    bool main_waiting = false;
-    bool stopping = false;
-    UniqueFd wake;  // eventfd: the thread's poll sees outbox and stop
+    std::uint64_t session = 0;      // bumped at every (re)join
+    std::string ready;              // sent first after every (re)join
+    std::deque<std::string> inbox;  // chunks of the current session
+    Welcome beat{};                 // until welcomed: join_timeout governs
+    bool joined = false;
+    Clock::time_point heard = Clock::now();
+    Clock::time_point sent = Clock::now();
+    Clock::time_point started = Clock::now();
+    Clock::time_point last_turn = Clock::now();
 
-    std::thread thread;
-    zmq::context_t context;
+    // The keeper: wakes every quarter heartbeat interval and turns the
+    // connection if the main thread does not.
+    std::mutex keeper_mutex;
+    std::condition_variable keeper_wake;
+    bool stopping = false;  // guarded by keeper_mutex
+    std::atomic<std::int64_t> keeper_period_ms{25};
+    std::thread keeper;
 
     // The worker ends with `code` (next() returns nullopt). Call with mutex held.
     void end_locked(int code) {
         phase = Phase::ended;
         exit_code = code;
-        changed.notify_all();
-    }
-
-    void notify_thread() {
-        const std::uint64_t one = 1;
-        (void)!::write(wake.get(), &one, sizeof one);
     }
 
     zmq::socket_t connect() {
         zmq::socket_t s(context, zmq::socket_type::dealer);
         s.set(zmq::sockopt::linger, 0);
+        // Never full: what it sends is bounded by the tasks the host lent
+        // it, and a full queue would drop results (sends never block here).
+        s.set(zmq::sockopt::sndhwm, 0);
         if (!options.server_key.empty()) {
             s.set(zmq::sockopt::curve_serverkey, options.server_key);
             s.set(zmq::sockopt::curve_publickey, options.keys.public_key);
@@ -94,173 +102,145 @@ struct RemoteWorkerLink::State {
         return s;
     }
 
-    // The host is gone. Exit mode: end (the main thread returns 3; if it is
-    // inside a task, the process exits now: nobody wants its result).
-    // Wait mode: false, and the caller reconnects.
-    bool host_lost(const char* why) {
+    // The host is gone. Exit mode: end (the main thread returns 3; if the
+    // keeper found it, the main thread is inside a task or the initializer
+    // and the process exits now: nobody wants its result). Wait mode:
+    // false, and the caller reconnects. Call with mutex held.
+    bool host_lost(bool on_main) {
         if (options.on_host_lost == RemoteWorkerOptions::OnHostLost::wait) return false;
-        std::unique_lock lock(mutex);
-        std::fprintf(stderr, "coproc: remote worker: %s; exiting\n", why);
+        std::fprintf(stderr, "coproc: remote worker: the host went silent past its heartbeat timeout; exiting\n");
         end_locked(3);
-        if (!main_waiting && session != 0) {
+        if (!on_main && session != 0) {
             std::fflush(stderr);
             std::_Exit(3);
         }
         return true;
     }
 
-    void run() noexcept {
+    // A new connection (so a new identity at the host) and a new hello; the
+    // tasks of the old session are dropped. Call with mutex held.
+    void rejoin() {
+        joined = false;
+        inbox.clear();
+        phase = Phase::joining;
+        socket = connect();
+        heard = sent = Clock::now();
+    }
+
+    // One turn of the connection: waits up to `wait` for frames, takes
+    // them, keeps the heartbeat, notices a silent host. Call with mutex
+    // held; `on_main`: by the main thread.
+    void turn(std::chrono::milliseconds wait, bool on_main) {
+        zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
+        zmq::poll(&item, 1, wait);
+        // One timestamp per turn, taken here, decides this turn's
+        // silences: a stop anywhere in the turn then shows up as a gap at
+        // the next turn's check below, never as the host's silence.
+        const auto now = Clock::now();
+        // Not run for longer than the heartbeat timeout (stopped, or
+        // starved): the silence was ours. The host gets a fresh timeout to
+        // answer our next heartbeat (with "lost", if it gave us up).
+        if (session != 0 && now - last_turn > beat.heartbeat_timeout) {
+            heard = now;
+            sent = now - beat.heartbeat_interval;  // a heartbeat now
+        }
+        last_turn = now;
+        if ((item.revents & ZMQ_POLLIN) != 0 && !read_frames()) return;
+        if (!joined) {
+            if (session == 0 && now - started > options.join_timeout) {
+                if (options.on_host_lost == RemoteWorkerOptions::OnHostLost::wait) return;
+                refusal = fmt::format("coproc: remote worker: no answer from '{}' within join_timeout ({} ms)",
+                                      options.connect, options.join_timeout.count());
+                end_locked(3);
+                return;
+            }
+            if (session != 0 && now - heard > beat.heartbeat_timeout) {
+                // Rejoining, and the host went silent meanwhile.
+                if (host_lost(on_main)) return;
+                // Waiting for a new host: a fresh connection now and then.
+                socket = connect();
+                heard = now;
+            }
+            return;
+        }
+        if (now - heard > beat.heartbeat_timeout) {
+            if (host_lost(on_main)) return;
+            rejoin();
+            return;
+        }
+        if (now - sent >= beat.heartbeat_interval) {
+            socket.send(zmq::buffer(make_frame(Kind::heartbeat)), zmq::send_flags::dontwait);
+            sent = now;
+        }
+    }
+
+    // Takes every frame waiting; false once the worker is refused or ended.
+    bool read_frames() {
+        for (;;) {
+            zmq::message_t msg;
+            if (!socket.recv(msg, zmq::recv_flags::dontwait)) return true;
+            while (msg.more()) {  // not ours: skip the rest
+                (void)socket.recv(msg, zmq::recv_flags::dontwait);
+            }
+            const auto frame = parse_frame(msg.to_string_view());
+            if (!frame) continue;
+            heard = Clock::now();
+            switch (frame->kind) {
+                case Kind::welcome: {
+                    const auto w = decode_welcome(frame->body);
+                    if (!w || joined) break;
+                    beat = *w;
+                    keeper_period_ms = std::max<std::int64_t>(1, beat.heartbeat_interval.count() / 4);
+                    joined = true;
+                    ++session;
+                    phase = Phase::joined;
+                    if (!ready.empty())  // empty at the first join: set_ready comes after
+                        socket.send(zmq::buffer(make_frame(Kind::pool, ready)), zmq::send_flags::dontwait);
+                    sent = Clock::now();
+                    break;
+                }
+                case Kind::refuse:
+                    refusal = std::string(frame->body);
+                    phase = Phase::refused;
+                    return false;
+                case Kind::pool: inbox.emplace_back(frame->body); break;
+                case Kind::close: end_locked(0); return false;
+                case Kind::lost:
+                    // Given up by the host (we were silent, or slow): what we
+                    // hold is someone else's now. Join again, afresh.
+                    if (joined) {
+                        rejoin();
+                        return true;  // the old socket's frames are the old session's
+                    }
+                    break;
+                default: break;  // heartbeat: heard is updated
+            }
+        }
+    }
+
+    [[nodiscard]] bool over() const noexcept { return phase == Phase::ended || phase == Phase::refused; }
+    [[nodiscard]] std::chrono::milliseconds main_wait() const noexcept {
+        return joined ? std::chrono::milliseconds(beat.heartbeat_interval / 2) : std::chrono::milliseconds(100);
+    }
+
+    void keep() noexcept {
         try {
-            loop();
+            for (;;) {
+                {
+                    std::unique_lock k(keeper_mutex);
+                    keeper_wake.wait_for(k, std::chrono::milliseconds(keeper_period_ms.load()),
+                                         [&] { return stopping; });
+                    if (stopping) return;
+                }
+                const std::unique_lock lock(mutex, std::try_to_lock);
+                if (!lock.owns_lock() || over()) continue;  // the main thread turns it, or it is over
+                turn(std::chrono::milliseconds(0), false);
+            }
         } catch (const std::exception& e) {
             const std::lock_guard lock(mutex);
             std::fprintf(stderr, "coproc: remote worker: %s\n", e.what());
             end_locked(1);
         }
-    }
-
-    void loop() {
-        zmq::socket_t socket = connect();
-        Welcome beat{};  // until welcomed: join_timeout governs
-        bool joined = false;
-        Clock::time_point heard = Clock::now();
-        Clock::time_point sent = Clock::now();
-        const Clock::time_point started = Clock::now();
-        Clock::time_point last_turn = Clock::now();
-        for (;;) {
-            {
-                const std::lock_guard lock(mutex);
-                if (stopping || phase == Phase::ended || phase == Phase::refused) return;
-            }
-            zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake.get(), ZMQ_POLLIN, 0}};
-            zmq::poll(items, 2,
-                      std::chrono::milliseconds(joined ? beat.heartbeat_interval / 2 : std::chrono::milliseconds(100)));
-            if ((items[1].revents & ZMQ_POLLIN) != 0) {
-                std::uint64_t v = 0;
-                (void)!::read(wake.get(), &v, sizeof v);
-            }
-            // One timestamp per turn, taken here, decides this turn's
-            // silences: a stop anywhere in the turn then shows up as a gap
-            // at the next turn's check below, never as the host's silence.
-            const auto now = Clock::now();
-            // Not run for longer than the heartbeat timeout (stopped, or
-            // starved): the silence was ours. The host gets a fresh timeout
-            // to answer our next heartbeat (with "lost", if it gave us up).
-            if (session != 0 && now - last_turn > beat.heartbeat_timeout) {
-                heard = now;
-                sent = now - beat.heartbeat_interval;  // a heartbeat now
-            }
-            last_turn = now;
-            while ((items[0].revents & ZMQ_POLLIN) != 0) {
-                zmq::message_t msg;
-                if (!socket.recv(msg, zmq::recv_flags::dontwait)) break;
-                while (msg.more()) {  // not ours: skip the rest
-                    (void)socket.recv(msg, zmq::recv_flags::dontwait);
-                }
-                const auto frame = parse_frame(msg.to_string_view());
-                if (!frame) continue;
-                heard = Clock::now();
-                switch (frame->kind) {
-                    case Kind::welcome: {
-                        const auto w = decode_welcome(frame->body);
-                        if (!w || joined) break;
-                        beat = *w;
-                        joined = true;
-                        std::string ready_again;
-                        {
-                            const std::lock_guard lock(mutex);
-                            ++session;
-                            phase = Phase::joined;
-                            ready_again = ready;  // empty at the first join: set_ready comes after
-                            changed.notify_all();
-                        }
-                        if (!ready_again.empty())
-                            socket.send(zmq::buffer(make_frame(Kind::pool, ready_again)), zmq::send_flags::dontwait);
-                        sent = Clock::now();
-                        break;
-                    }
-                    case Kind::refuse: {
-                        const std::lock_guard lock(mutex);
-                        refusal = std::string(frame->body);
-                        phase = Phase::refused;
-                        changed.notify_all();
-                        return;
-                    }
-                    case Kind::pool: {
-                        const std::lock_guard lock(mutex);
-                        inbox.emplace_back(session, std::string(frame->body));
-                        changed.notify_all();
-                        break;
-                    }
-                    case Kind::close: {
-                        const std::lock_guard lock(mutex);
-                        end_locked(0);
-                        return;
-                    }
-                    case Kind::lost:
-                        // Given up by the host (we were silent, or slow): what we
-                        // hold is someone else's now. Join again, afresh.
-                        if (joined) {
-                            rejoin(socket, joined);
-                            heard = sent = Clock::now();
-                        }
-                        break;
-                    default: break;  // heartbeat: heard is updated
-                }
-                items[0].revents = ZMQ_POLLIN;
-            }
-            // Results (and the ready message) the main thread queued.
-            std::deque<std::string> out;
-            {
-                const std::lock_guard lock(mutex);
-                out.swap(outbox);
-            }
-            for (auto& payload : out) {
-                if (joined) socket.send(zmq::buffer(make_frame(Kind::pool, payload)), zmq::send_flags::dontwait);
-                sent = Clock::now();
-            }
-            if (!joined) {
-                if (now - started > options.join_timeout && session == 0) {
-                    if (options.on_host_lost == RemoteWorkerOptions::OnHostLost::wait) continue;
-                    const std::lock_guard lock(mutex);
-                    refusal = fmt::format("coproc: remote worker: no answer from '{}' within join_timeout ({} ms)",
-                                          options.connect, options.join_timeout.count());
-                    end_locked(3);
-                    return;
-                }
-                if (session != 0 && now - heard > beat.heartbeat_timeout) {
-                    // Rejoining, and the host went silent meanwhile.
-                    if (host_lost("the host went silent past its heartbeat timeout")) return;
-                    // Waiting for a new host: a fresh connection now and then.
-                    socket = connect();
-                    heard = now;
-                }
-                continue;
-            }
-            if (now - heard > beat.heartbeat_timeout) {
-                if (host_lost("the host went silent past its heartbeat timeout")) return;
-                rejoin(socket, joined);
-                heard = sent = Clock::now();
-                continue;
-            }
-            if (now - sent >= beat.heartbeat_interval) {
-                socket.send(zmq::buffer(make_frame(Kind::heartbeat)), zmq::send_flags::dontwait);
-                sent = now;
-            }
-        }
-    }
-
-    // A new connection (so a new identity at the host) and a new hello; the
-    // tasks of the old session are dropped.
-    void rejoin(zmq::socket_t& socket, bool& joined) {
-        joined = false;
-        {
-            const std::lock_guard lock(mutex);
-            inbox.clear();
-            outbox.clear();
-            phase = Phase::joining;
-        }
-        socket = connect();
     }
 };
 
@@ -272,23 +252,22 @@ RemoteWorkerLink::RemoteWorkerLink(RemoteWorkerOptions options, std::string hell
             "coproc: RemoteWorkerOptions: server_key needs this worker's keys (40-character Z85)");
     state_->options = std::move(options);
     state_->hello = std::move(hello_body);
-    state_->wake = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!state_->wake) throw_system_error(errno, "eventfd");
-    state_->thread = std::thread([s = state_.get()] { s->run(); });
+    state_->socket = state_->connect();
+    state_->keeper = std::thread([s = state_.get()] { s->keep(); });
 }
 
 RemoteWorkerLink::~RemoteWorkerLink() {
     {
-        const std::lock_guard lock(state_->mutex);
+        const std::lock_guard lock(state_->keeper_mutex);
         state_->stopping = true;
     }
-    state_->notify_thread();
-    if (state_->thread.joinable()) state_->thread.join();
+    state_->keeper_wake.notify_all();
+    if (state_->keeper.joinable()) state_->keeper.join();
 }
 
 void RemoteWorkerLink::await_joined() {
-    std::unique_lock lock(state_->mutex);
-    state_->changed.wait(lock, [&] { return state_->phase != State::Phase::joining; });
+    const std::lock_guard lock(state_->mutex);
+    while (state_->phase == State::Phase::joining) state_->turn(state_->main_wait(), true);
     if (state_->phase == State::Phase::refused) throw SpawnError(state_->refusal);
     if (state_->phase == State::Phase::ended) {
         if (state_->exit_code == 3) throw Timeout(state_->refusal);
@@ -297,38 +276,29 @@ void RemoteWorkerLink::await_joined() {
 }
 
 void RemoteWorkerLink::set_ready(std::string payload) {
-    {
-        const std::lock_guard lock(state_->mutex);
-        state_->ready = payload;
-        state_->outbox.push_back(std::move(payload));  // the current session's
-    }
-    state_->notify_thread();
+    const std::lock_guard lock(state_->mutex);
+    state_->ready = std::move(payload);
+    if (state_->joined)  // else the coming welcome sends it
+        state_->socket.send(zmq::buffer(make_frame(Kind::pool, state_->ready)), zmq::send_flags::dontwait);
 }
 
 std::optional<RemoteWorkerLink::Tasks> RemoteWorkerLink::next() {
-    std::unique_lock lock(state_->mutex);
-    state_->main_waiting = true;
-    state_->changed.wait(lock, [&] {
-        return !state_->inbox.empty() || state_->phase == State::Phase::ended || state_->phase == State::Phase::refused;
-    });
-    state_->main_waiting = false;
+    const std::lock_guard lock(state_->mutex);
+    while (state_->inbox.empty() && !state_->over()) state_->turn(state_->main_wait(), true);
     if (state_->inbox.empty()) return std::nullopt;
     Tasks t;
-    t.session = state_->inbox.front().first;
-    while (!state_->inbox.empty() && state_->inbox.front().first == t.session) {
-        t.payloads.push_back(std::move(state_->inbox.front().second));
-        state_->inbox.pop_front();
-    }
+    t.session = state_->session;
+    t.payloads.assign(std::make_move_iterator(state_->inbox.begin()), std::make_move_iterator(state_->inbox.end()));
+    state_->inbox.clear();
     return t;
 }
 
-void RemoteWorkerLink::send(std::uint64_t session, std::vector<std::string> payloads) {
-    {
-        const std::lock_guard lock(state_->mutex);
-        if (session != state_->session || state_->phase != State::Phase::joined) return;
-        for (auto& p : payloads) state_->outbox.push_back(std::move(p));
-    }
-    state_->notify_thread();
+void RemoteWorkerLink::send(std::uint64_t session, const std::vector<std::string>& payloads) {
+    const std::lock_guard lock(state_->mutex);
+    if (session != state_->session || !state_->joined) return;  // given to someone else since
+    for (const auto& p : payloads)
+        state_->socket.send(zmq::buffer(make_frame(Kind::pool, p)), zmq::send_flags::dontwait);
+    state_->sent = Clock::now();
 }
 
 int RemoteWorkerLink::exit_code() const noexcept {

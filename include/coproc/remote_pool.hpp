@@ -118,8 +118,9 @@ struct RemoteWorkerOptions {
 
 namespace detail {
 
-/// A remote worker's connection: a thread of its own owns the DEALER
-/// socket, keeps the heartbeat (also while a task runs) and rejoins. The
+/// A remote worker's connection: the DEALER socket, turned by the calls
+/// below while the main thread waits in them, and by a keeper thread while
+/// it does not (a task, the initializer), so the heartbeat goes on. The
 /// calls are for the worker's main thread.
 class RemoteWorkerLink {
 public:
@@ -143,7 +144,7 @@ public:
     [[nodiscard]] std::optional<Tasks> next();
     /// Sends results taken in through `session`, in order; dropped if the
     /// worker has rejoined since (the host gave those tasks to someone else).
-    void send(std::uint64_t session, std::vector<std::string> payloads);
+    void send(std::uint64_t session, const std::vector<std::string>& payloads);
     [[nodiscard]] int exit_code() const noexcept;
 
 private:
@@ -211,7 +212,7 @@ int remote_worker_main(const RemoteWorkerOptions& options, F&& fn, const std::fu
                 }
                 encode_append(answers.emplace_back(), detail::answer_chunk<Task, Result>(fn, chunk));
             }
-            link.send(in->session, std::move(answers));
+            link.send(in->session, answers);
         }
     } catch (const std::exception& e) {
         std::fprintf(stderr, "coproc: remote worker: %s\n", e.what());
