@@ -160,8 +160,8 @@ public:
         if (id == by_id_.end()) return;  // gone: its loss was (or will be) an event
         const std::string routing = id->second;
         bool ok = true;
-        for (const auto& payload : payloads)
-            if (ok) ok = send_raw(routing, make_frame(Kind::pool, payload));
+        for (const auto& frame : pool_frames(payloads, batch_bytes))
+            if (ok) ok = send_raw(routing, frame);
         if (!ok)
             forget(routing, true);
         else
@@ -322,6 +322,15 @@ private:
         it->second.heard = Clock::now();
         switch (frame->kind) {
             case Kind::pool: push_event({Event::Kind::message, it->second.id, std::string(frame->body)}); break;
+            case Kind::batch: {
+                std::vector<std::string_view> parts;
+                if (!split_batch(frame->body, parts)) {
+                    ++malformed_;
+                    break;
+                }
+                for (const auto part : parts) push_event({Event::Kind::message, it->second.id, std::string(part)});
+                break;
+            }
             case Kind::heartbeat: break;
             default: ++malformed_; break;
         }
@@ -349,7 +358,9 @@ private:
         ++joined_;
         ++connected_;
         send_raw(routing,
-                 make_frame(Kind::welcome, encode_welcome({options_.heartbeat_interval, options_.heartbeat_timeout})));
+                 make_frame(Kind::welcome, encode_welcome({options_.heartbeat_interval, options_.heartbeat_timeout,
+                                                           static_cast<std::uint64_t>(std::max<std::int64_t>(
+                                                               0, options_.max_message_size))})));
         push_event({Event::Kind::joined, peer.id, peer.label});
     }
 

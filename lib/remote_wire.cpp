@@ -48,7 +48,7 @@ struct Reader {
 std::optional<Frame> parse_frame(std::string_view bytes) noexcept {
     if (bytes.empty()) return std::nullopt;
     const auto k = static_cast<std::uint8_t>(bytes[0]);
-    if (k < static_cast<std::uint8_t>(Kind::hello) || k > static_cast<std::uint8_t>(Kind::lost)) return std::nullopt;
+    if (k < static_cast<std::uint8_t>(Kind::hello) || k > static_cast<std::uint8_t>(Kind::batch)) return std::nullopt;
     return Frame{static_cast<Kind>(k), bytes.substr(1)};
 }
 
@@ -58,6 +58,50 @@ std::string make_frame(Kind kind, std::string_view body) {
     out.push_back(static_cast<char>(kind));
     out.append(body);
     return out;
+}
+
+std::vector<std::string> pool_frames(const std::vector<std::string>& payloads, std::size_t limit) {
+    std::vector<std::string> frames;
+    std::size_t first = 0;  // the run [first, i) waits to be packed
+    std::size_t bytes = 1;  // its batch frame's size
+    const auto flush = [&](std::size_t end) {
+        if (end - first == 1) {
+            frames.push_back(make_frame(Kind::pool, payloads[first]));
+        } else if (end > first) {
+            std::string f;
+            f.reserve(bytes);
+            f.push_back(static_cast<char>(Kind::batch));
+            for (std::size_t k = first; k < end; ++k) {
+                put(f, static_cast<std::uint32_t>(payloads[k].size()));
+                f.append(payloads[k]);
+            }
+            frames.push_back(std::move(f));
+        }
+        first = end;
+        bytes = 1;
+    };
+    for (std::size_t i = 0; i < payloads.size(); ++i) {
+        const std::size_t more = 4 + payloads[i].size();
+        if (bytes + more > limit) flush(i);
+        bytes += more;
+    }
+    flush(payloads.size());
+    return frames;
+}
+
+bool split_batch(std::string_view body, std::vector<std::string_view>& out) {
+    const std::size_t before = out.size();
+    Reader r{body};
+    while (!r.in.empty()) {
+        std::uint32_t n = 0;
+        if (!r.get(n) || n > r.in.size()) {
+            out.resize(before);
+            return false;
+        }
+        out.push_back(r.in.substr(0, n));
+        r.in.remove_prefix(n);
+    }
+    return true;
 }
 
 std::string encode_hello(const Hello& hello) {
@@ -115,6 +159,7 @@ std::string encode_welcome(const Welcome& welcome) {
     std::string out;
     put(out, static_cast<std::uint64_t>(welcome.heartbeat_interval.count()));
     put(out, static_cast<std::uint64_t>(welcome.heartbeat_timeout.count()));
+    put(out, welcome.max_message_size);
     return out;
 }
 
@@ -122,12 +167,13 @@ std::optional<Welcome> decode_welcome(std::string_view body) noexcept {
     Reader r{body};
     std::uint64_t interval = 0;
     std::uint64_t timeout = 0;
-    if (!r.get(interval) || !r.get(timeout) || !r.in.empty()) return std::nullopt;
+    std::uint64_t max_message_size = 0;
+    if (!r.get(interval) || !r.get(timeout) || !r.get(max_message_size) || !r.in.empty()) return std::nullopt;
     // Sane bounds: a day at most, and a timeout above the interval.
     constexpr std::uint64_t day = 86'400'000;
     if (interval == 0 || interval > day || timeout <= interval || timeout > day) return std::nullopt;
     return Welcome{std::chrono::milliseconds(static_cast<long>(interval)),
-                   std::chrono::milliseconds(static_cast<long>(timeout))};
+                   std::chrono::milliseconds(static_cast<long>(timeout)), max_message_size};
 }
 
 }  // namespace coproc::detail::remote

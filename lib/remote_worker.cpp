@@ -204,6 +204,12 @@ struct RemoteWorkerLink::State {
                     phase = Phase::refused;
                     return false;
                 case Kind::pool: inbox.emplace_back(frame->body); break;
+                case Kind::batch: {
+                    std::vector<std::string_view> parts;
+                    if (split_batch(frame->body, parts))
+                        for (const auto part : parts) inbox.emplace_back(part);
+                    break;
+                }
                 case Kind::close: end_locked(0); return false;
                 case Kind::lost:
                     // Given up by the host (we were silent, or slow): what we
@@ -218,6 +224,11 @@ struct RemoteWorkerLink::State {
         }
     }
 
+    // Batches fit the host's limit on a frame.
+    [[nodiscard]] std::size_t batch_limit() const noexcept {
+        if (beat.max_message_size == 0) return batch_bytes;
+        return static_cast<std::size_t>(std::min<std::uint64_t>(batch_bytes, beat.max_message_size));
+    }
     [[nodiscard]] bool over() const noexcept { return phase == Phase::ended || phase == Phase::refused; }
     [[nodiscard]] std::chrono::milliseconds main_wait() const noexcept {
         return joined ? std::chrono::milliseconds(beat.heartbeat_interval / 2) : std::chrono::milliseconds(100);
@@ -296,8 +307,8 @@ std::optional<RemoteWorkerLink::Tasks> RemoteWorkerLink::next() {
 void RemoteWorkerLink::send(std::uint64_t session, const std::vector<std::string>& payloads) {
     const std::lock_guard lock(state_->mutex);
     if (session != state_->session || !state_->joined) return;  // given to someone else since
-    for (const auto& p : payloads)
-        state_->socket.send(zmq::buffer(make_frame(Kind::pool, p)), zmq::send_flags::dontwait);
+    for (const auto& frame : pool_frames(payloads, state_->batch_limit()))
+        state_->socket.send(zmq::buffer(frame), zmq::send_flags::dontwait);
     state_->sent = Clock::now();
 }
 

@@ -308,8 +308,8 @@ TEST_CASE("garbage frames are dropped and counted; the pool serves on", "[remote
         raw.send(zmq::str_buffer(""), zmq::send_flags::none);             // empty
         raw.send(zmq::str_buffer("\x63garbage"), zmq::send_flags::none);  // unknown kind
         raw.send(zmq::str_buffer("\x04pool before hello"), zmq::send_flags::none);
-        raw.send(zmq::str_buffer("\x01\x01\x00\x00\x00\xff\xff\xff\x7f"),
-                 zmq::send_flags::none);                           // hello, absurd length
+        raw.send(zmq::str_buffer("\x01\x02\x00\x00\x00\xff\xff\xff\x7f"),
+                 zmq::send_flags::none);                           // hello (protocol 2), absurd length
         raw.send(zmq::str_buffer("a"), zmq::send_flags::sndmore);  // three parts
         raw.send(zmq::str_buffer("b"), zmq::send_flags::none);
         const std::string huge(2 << 20, 'x');  // over max_message_size

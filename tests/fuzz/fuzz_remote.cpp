@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "remote_wire.hpp"
 
@@ -35,6 +36,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 if (decode_welcome(encode_welcome(*w))->heartbeat_timeout != w->heartbeat_timeout) std::abort();
             }
             break;
+        case Kind::batch: {
+            std::vector<std::string_view> parts;
+            if (split_batch(frame->body, parts)) {
+                std::vector<std::string> copies(parts.begin(), parts.end());
+                // Packed again whole, the same messages in the same order.
+                const auto again = pool_frames(copies, std::size_t{1} << 30);
+                std::vector<std::string_view> back;
+                if (copies.size() > 1 &&
+                    (again.size() != 1 || !split_batch(std::string_view(again[0]).substr(1), back) ||
+                     std::vector<std::string>(back.begin(), back.end()) != copies))
+                    std::abort();
+            }
+            break;
+        }
         case Kind::pool:
             try {
                 (void)coproc::decode<coproc::detail::PoolMessage<int, long>>(frame->body);
