@@ -30,6 +30,7 @@
 #include "coproc/detail/unique_fd.hpp"
 #include "coproc/error.hpp"
 #include "coproc/remote_pool.hpp"
+#include "remote_message.hpp"
 #include "remote_wire.hpp"
 
 namespace coproc {
@@ -160,8 +161,8 @@ public:
         if (id == by_id_.end()) return;  // gone: its loss was (or will be) an event
         const std::string routing = id->second;
         bool ok = true;
-        for (const auto& frame : pool_frames(payloads, batch_bytes))
-            if (ok) ok = send_raw(routing, frame);
+        for (auto& frame : pool_frames(payloads, batch_bytes))
+            if (ok) ok = send_raw(routing, std::move(frame));
         if (!ok)
             forget(routing, true);
         else
@@ -413,10 +414,10 @@ private:
     }
 
     // False if the peer cannot take it (disconnected, or its queue full).
-    bool send_raw(const std::string& routing, const std::string& frame) {
+    bool send_raw(const std::string& routing, std::string frame) {
         try {
             if (!router_.send(zmq::buffer(routing), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return false;
-            return router_.send(zmq::buffer(frame), zmq::send_flags::dontwait).has_value();
+            return router_.send(frame_message(std::move(frame)), zmq::send_flags::dontwait).has_value();
         } catch (const zmq::error_t&) {
             return false;  // EHOSTUNREACH: ROUTER_MANDATORY, the peer is gone
         }

@@ -21,6 +21,7 @@
 
 #include "coproc/error.hpp"
 #include "coproc/remote_pool.hpp"
+#include "remote_message.hpp"
 #include "remote_wire.hpp"
 
 namespace coproc::detail {
@@ -307,8 +308,8 @@ std::optional<RemoteWorkerLink::Tasks> RemoteWorkerLink::next() {
 void RemoteWorkerLink::send(std::uint64_t session, const std::vector<std::string>& payloads) {
     const std::lock_guard lock(state_->mutex);
     if (session != state_->session || !state_->joined) return;  // given to someone else since
-    for (const auto& frame : pool_frames(payloads, state_->batch_limit()))
-        state_->socket.send(zmq::buffer(frame), zmq::send_flags::dontwait);
+    for (auto& frame : pool_frames(payloads, state_->batch_limit()))
+        state_->socket.send(frame_message(std::move(frame)), zmq::send_flags::dontwait);
     state_->sent = Clock::now();
 }
 

@@ -59,7 +59,8 @@ public:
     /// names and fingerprint. Throws Error (bad endpoint, address in use,
     /// no CURVE in libzmq). Once.
     virtual void start(std::string_view task_type, std::string_view result_type, std::uint64_t fingerprint) = 0;
-    /// Readable while events wait (level-triggered); -1 before start.
+    /// Readable while events may wait (level-triggered; take_events may
+    /// then find none, and the hub does its reading there); -1 before start.
     [[nodiscard]] virtual int fd() const noexcept = 0;
     /// Moves the waiting events to `out` (appended), oldest first. Never blocks.
     virtual void take_events(std::vector<Event>& out) = 0;
