@@ -1,8 +1,9 @@
 // Remote pool workers over ZeroMQ on loopback (coproc/remote_pool.hpp):
 // remote-only and mixed maps, workers SIGKILLed and SIGSTOPped mid-map
 // (every task resolves once, correctly), a stopped worker rejoining, wrong
-// keys and other types refused, garbage frames survived, a host killed
-// under its workers (exit or wait, as configured). Worker processes run
+// keys and other types refused, garbage frames survived, a late answer
+// from a worker already given up ignored, a host killed under its workers
+// (exit or wait, as configured). Worker processes run
 // tests/remote_worker.cpp.
 #include <catch2/catch.hpp>
 
@@ -29,6 +30,7 @@
 
 #include <zmq.hpp>
 
+#include "remote_wire.hpp"  // lib/: the raw peer below speaks the wire by hand
 #include "support.hpp"
 
 extern char** environ;
@@ -319,6 +321,65 @@ TEST_CASE("garbage frames are dropped and counted; the pool serves on", "[remote
     RemoteProc worker({ep, "square"});
     REQUIRE(eventually([&] { return listener->stats().connected == 1; }));
     check_squares(pool.map(range(100)), 100);
+}
+
+// The next pool frame `peer` receives within `limit` (skipping heartbeats),
+// decoded; nullopt at the deadline. `drive` runs between polls: the pool
+// dispatches only inside its calls.
+std::optional<coproc::detail::PoolMessage<int, long>> next_chunk(zmq::socket_t& peer, std::chrono::milliseconds limit,
+                                                                 const std::function<void()>& drive) {
+    namespace wire = coproc::detail::remote;
+    const auto until = Clock::now() + limit;
+    while (Clock::now() < until) {
+        drive();
+        zmq::pollitem_t item{peer.handle(), 0, ZMQ_POLLIN, 0};
+        zmq::poll(&item, 1, std::chrono::milliseconds(20));
+        zmq::message_t msg;
+        if (!peer.recv(msg, zmq::recv_flags::dontwait)) continue;
+        const auto frame = wire::parse_frame(msg.to_string_view());
+        if (frame && frame->kind == wire::Kind::pool)
+            return coproc::decode<coproc::detail::PoolMessage<int, long>>(frame->body);
+    }
+    return std::nullopt;
+}
+
+TEST_CASE("an answer from a worker already given up is ignored and counted late; another answers the task once",
+          "[remote]") {
+    namespace wire = coproc::detail::remote;
+    using Message = coproc::detail::PoolMessage<int, long>;
+    auto listener = coproc::listen_for_workers(loopback());
+    IntPool pool(local_square, remote_only(listener));
+    const std::string ep = listener->endpoint();
+    // A peer that joins, takes a task, then falls silent (cut off): no
+    // heartbeats, so the host gives it up after the timeout.
+    zmq::context_t ctx;
+    zmq::socket_t peer(ctx, zmq::socket_type::dealer);
+    peer.set(zmq::sockopt::linger, 0);
+    peer.connect(ep);
+    const std::string hello = coproc::detail::remote_hello("raw-peer", typeid(int).name(), typeid(long).name(),
+                                                           coproc::detail::type_fingerprint<Message>);
+    peer.send(zmq::buffer(wire::make_frame(wire::Kind::hello, hello)), zmq::send_flags::none);
+    REQUIRE(eventually([&] { return listener->stats().connected == 1; }));
+    Message ready;  // as remote_worker_main says once joined
+    ready.kind = coproc::detail::PoolMessageKind::ready;
+    std::string ready_bytes;
+    coproc::encode_append(ready_bytes, ready);
+    peer.send(zmq::buffer(wire::make_frame(wire::Kind::pool, ready_bytes)), zmq::send_flags::none);
+    auto f = pool.submit(7);
+    const auto chunk = next_chunk(peer, 10s, [&] { (void)f.ready(); });
+    REQUIRE(chunk);
+    REQUIRE(chunk->tasks == std::vector<int>{7});
+    REQUIRE(eventually([&] { return listener->stats().lost == 1; }));
+    // Its answer (a wrong one, to tell it apart) arrives after that.
+    const auto wrong = [](const int&) -> long { return 999; };
+    std::string answer;
+    coproc::encode_append(answer, coproc::detail::answer_chunk<int, long>(wrong, *chunk));
+    peer.send(zmq::buffer(wire::make_frame(wire::Kind::pool, answer)), zmq::send_flags::none);
+    REQUIRE(eventually([&] { return listener->stats().late >= 1; }));
+    // The task went back to the queue: a real worker answers it, once.
+    RemoteProc worker({ep, "square"});
+    CHECK(f.get(20s) == 49);
+    CHECK(listener->stats().joined == 2);
 }
 
 TEST_CASE("bad listen options are invalid_argument", "[remote]") {
