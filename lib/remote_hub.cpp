@@ -144,15 +144,16 @@ public:
 
     void take_events(std::vector<Event>& out) override {
         const std::lock_guard lock(router_mutex_);
-        clear_event(events_fd_.get());
+        if (events_signaled_) clear_event(events_fd_.get());  // a syscall saved when not set
+        events_signaled_ = false;
         try {
             read_router();
         } catch (const zmq::error_t& e) {
             fail(e);
         }
-        settle();
         for (auto& e : events_) out.push_back(std::move(e));
         events_.clear();
+        settle();  // after taking them: what is taken needs no wake-up
     }
 
     void send(std::uint64_t worker, std::vector<std::string> payloads) override {
@@ -216,7 +217,10 @@ private:
         } catch (const zmq::error_t&) {
             readable = false;  // a closing context: nothing more to read
         }
-        if (readable || !events_.empty()) write_event(events_fd_.get());
+        if ((readable || !events_.empty()) && !events_signaled_) {
+            write_event(events_fd_.get());
+            events_signaled_ = true;
+        }
     }
 
     // A ZeroMQ failure on the router cannot be handed to anyone: the
@@ -282,9 +286,11 @@ private:
         }
     }
 
-    // Takes every frame waiting. Call with router_mutex_ held.
+    // Takes the frames waiting, a bounded batch (a flood cannot hold the
+    // caller; what is left makes settle() wake the pool again). Call with
+    // router_mutex_ held.
     void read_router() {
-        for (;;) {
+        for (int i = 0; i < 4096; ++i) {
             std::vector<zmq::message_t> parts;
             if (!zmq::recv_multipart(router_, std::back_inserter(parts), zmq::recv_flags::dontwait)) return;
             if (parts.size() != 2) {
@@ -443,6 +449,7 @@ private:
     std::mutex router_mutex_;  // guards the router and everything below
     zmq::socket_t router_;
     std::vector<Event> events_;                    // for the pool's thread to take
+    bool events_signaled_ = false;                 // events_fd_ is set
     std::unordered_map<std::string, Peer> peers_;  // by routing id
     std::unordered_map<std::uint64_t, std::string> by_id_;
     std::set<std::string> lost_ids_;

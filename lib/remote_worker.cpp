@@ -77,8 +77,8 @@ struct RemoteWorkerLink::State {
     // connection if the main thread does not.
     std::mutex keeper_mutex;
     std::condition_variable keeper_wake;
-    bool stopping = false;  // guarded by keeper_mutex
-    std::atomic<std::int64_t> keeper_period_ms{25};
+    bool stopping = false;                            // guarded by keeper_mutex
+    std::atomic<std::int64_t> keeper_period_ms{100};  // until welcomed
     std::thread keeper;
 
     // The worker ends with `code` (next() returns nullopt). Call with mutex held.
@@ -296,6 +296,8 @@ void RemoteWorkerLink::set_ready(std::string payload) {
 
 std::optional<RemoteWorkerLink::Tasks> RemoteWorkerLink::next() {
     const std::lock_guard lock(state_->mutex);
+    // What already waits is taken without a poll first.
+    if (state_->inbox.empty() && !state_->over() && state_->joined) (void)state_->read_frames();
     while (state_->inbox.empty() && !state_->over()) state_->turn(state_->main_wait(), true);
     if (state_->inbox.empty()) return std::nullopt;
     Tasks t;
