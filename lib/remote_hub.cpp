@@ -223,9 +223,10 @@ private:
         }
     }
 
-    // A ZeroMQ failure on the router cannot be handed to anyone: the
-    // listener stops reading, every worker goes quiet, and the pool's
-    // tasks end as after losses (each worker is declared lost).
+    // A ZeroMQ failure on the router cannot be handed to anyone: every
+    // worker joined is declared lost (its tasks go elsewhere, as after any
+    // loss) and the listener goes on; workers that can still reach it
+    // join again.
     void fail(const zmq::error_t& e) {
         std::fprintf(stderr, "coproc: remote workers' listener: %s\n", e.what());
         std::vector<std::string> all;

@@ -128,7 +128,7 @@ public:
         std::uint64_t session = 0;          // which join they came through
         std::vector<std::string> payloads;  // every chunk waiting, oldest first
     };
-    /// Starts the thread: it connects and says hello.
+    /// Connects, says hello, and starts the keeper thread.
     RemoteWorkerLink(RemoteWorkerOptions options, std::string hello_body);
     RemoteWorkerLink(const RemoteWorkerLink&) = delete;
     RemoteWorkerLink& operator=(const RemoteWorkerLink&) = delete;
