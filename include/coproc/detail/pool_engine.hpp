@@ -302,8 +302,9 @@ public:
         if (hub_) fds_.push_back(hub_->fd());
         ready_.assign(fds_.size(), 0);
         if (!fds_.empty()) (void)wait_any_readable(fds_, ready_, wake);
-        const std::size_t local_count = workers_.size();
-        for (std::size_t i = 0; i < local_count; ++i)
+        // The workers polled: service() may add replacements after them.
+        const std::size_t polled = workers_.size();
+        for (std::size_t i = 0; i < polled; ++i)
             if (ready_[i] != 0 && workers_[i].messenger) service(workers_[i]);
         if (hub_ && ready_.back() != 0) take_hub_events();
         if (options_.task_timeout.count() > 0) {
