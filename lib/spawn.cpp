@@ -39,6 +39,7 @@ namespace {
 // The link itself is always at fds 3 (stream) and 4 (side channel).
 constexpr std::string_view env_name = "COPROC_WORKER";
 constexpr std::string_view limits_env_name = "COPROC_WORKER_LIMITS";
+constexpr std::string_view stdout_env_name = "COPROC_WORKER_STDOUT";
 constexpr int stream_fd_number = 3;
 constexpr int side_fd_number = 4;
 constexpr int exit_fd_number = 5;
@@ -139,17 +140,19 @@ std::unique_ptr<ChildProcess> spawn_process(const std::string& path, const std::
     // The limits travel beside it; the program applies them (spawned_channel).
     std::string limits;
     if (!settings.limits.empty()) limits = fmt::format("{}={}", limits_env_name, encode_limits(settings.limits));
+    const std::string line_stdout = fmt::format("{}=line", stdout_env_name);
     std::vector<char*> envp;
     for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
         const std::string_view name = name_of(*e);
         const bool replaced =
-            name == env_name || name == limits_env_name ||
+            name == env_name || name == limits_env_name || name == stdout_env_name ||
             std::any_of(env.begin(), env.end(), [&](const std::string& entry) { return name_of(entry) == name; });
         if (!replaced) envp.push_back(*e);
     }
-    for (const auto& entry : env) envp.push_back(const_cast<char*>(entry.c_str()));  // NOLINT
-    envp.push_back(const_cast<char*>(ours.c_str()));                                 // NOLINT
-    if (!limits.empty()) envp.push_back(const_cast<char*>(limits.c_str()));          // NOLINT
+    for (const auto& entry : env) envp.push_back(const_cast<char*>(entry.c_str()));           // NOLINT
+    envp.push_back(const_cast<char*>(ours.c_str()));                                          // NOLINT
+    if (!limits.empty()) envp.push_back(const_cast<char*>(limits.c_str()));                   // NOLINT
+    if (settings.line_buffer_stdout) envp.push_back(const_cast<char*>(line_stdout.c_str()));  // NOLINT
     envp.push_back(nullptr);
 
     pid_t pid = -1;
@@ -188,6 +191,10 @@ SpawnedChannel spawned_channel() {
         settings.limits = decode_limits(limits);
         (void)::unsetenv(std::string(limits_env_name).c_str());
     }
+    if (const char* out = std::getenv(std::string(stdout_env_name).c_str())) {
+        settings.line_buffer_stdout = std::string_view(out) == "line";
+        (void)::unsetenv(std::string(stdout_env_name).c_str());
+    }
     for (const int fd : {stream_fd_number, side_fd_number}) {
         struct stat st {};
         if (::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
@@ -200,6 +207,14 @@ SpawnedChannel spawned_channel() {
     if (::getppid() != host) throw ChannelClosed("coproc: the host exited before its spawned worker started");
     // The host's WorkerLimits, before the target runs (the host checked them).
     if (char why[256]; !apply_limits(settings.limits, why, sizeof why)) throw SpawnError(why);
+    if (settings.line_buffer_stdout) {
+        // The host reads our stdout line by line (a lines sink): a pipe
+        // would make it fully buffered. A buffer of our own, as a forked
+        // worker gets (glibc resets a stream's pointers only then).
+        static char line_buffer[BUFSIZ];
+        (void)std::fflush(stdout);
+        (void)std::setvbuf(stdout, line_buffer, _IOLBF, sizeof line_buffer);
+    }
 
     SpawnedChannel channel;
     channel.settings = settings;

@@ -116,6 +116,10 @@ int main(int argc, char** argv) {
             std::printf("printed by a spawned worker\n");
             m.send_norequest("printed");
         }
+        if (mode == "stdout-unflushed") {  // a line, not flushed, then a reply
+            std::printf("not flushed\n");
+            m.send_norequest("printed");
+        }
         if (mode == "stdout-stderr") {  // flushed lines on both, then a reply
             std::printf("out one\nout two\n");
             std::fflush(stdout);

@@ -224,6 +224,17 @@ TEST_CASE("a spawned worker's stdout and stderr go to the sinks too", "[output][
     CHECK(err.got == std::vector<std::string>{"err one"});
 }
 
+TEST_CASE("a spawned worker's stdout to a lines sink is line-buffered: a line comes before the next message",
+          "[output][spawn]") {
+    Lines out;
+    coproc::WorkerOptions o;
+    o.std_out = out.sink();
+    Worker w(o, spawn_program("stdout-unflushed"));
+    CHECK(w.messenger().receive_blocking(coproc::Channel{}, 10s) == "printed");
+    CHECK(out.got == std::vector<std::string>{"not flushed"});  // before the worker exits
+    CHECK(w.join(10s).code() == 0);
+}
+
 TEST_CASE("a pool's workers, forked or spawned, all append to one file sink", "[output][pool]") {
     TempFile out_log("pool-out");
     TempFile err_log("pool-err");

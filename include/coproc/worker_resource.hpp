@@ -202,7 +202,8 @@ public:
                 program.path, program.args, program.env, program.working_directory, child_end.stream.get(),
                 child_end.side.get(),
                 {options_.parent_death_signal, options_.messenger, options_.limits,
-                 output != nullptr ? output->child_fd(0) : -1, output != nullptr ? output->child_fd(1) : -1});
+                 output != nullptr ? output->child_fd(0) : -1, output != nullptr ? output->child_fd(1) : -1,
+                 output != nullptr && output->stdout_is_lines()});
         });
     }
 

@@ -26,6 +26,9 @@ struct SpawnSettings {
     // The child's fds 1 and 2 (-1: ours); not passed in the environment.
     int stdout_fd = -1;
     int stderr_fd = -1;
+    // The child makes its C stdout line-buffered (a lines sink reads it):
+    // passed as COPROC_WORKER_STDOUT=line, applied by spawned_channel().
+    bool line_buffer_stdout = false;
 };
 
 /// Starts the executable `path` (searched in PATH when it has no '/') with
