@@ -421,9 +421,18 @@ TEST_CASE("a host killed under its workers: exit-mode workers exit 3, wait-mode 
         IntPool pool(local_square, o);
         const std::string ep = listener->endpoint() + "\n";
         (void)!::write(ready[1], ep.data(), ep.size());
-        // Both workers joined: say so, then serve until killed.
+        // Both workers joined and served a task (so each has had its
+        // welcome: the host counts a worker joined when it sends that, and
+        // a host killed at once may not have sent it yet): say so, then
+        // serve until killed.
         const auto until = Clock::now() + 20s;
-        while (listener->stats().connected < 2 && Clock::now() < until) std::this_thread::sleep_for(5ms);
+        const auto both_served = [&] {
+            const auto workers = pool.stats().workers;
+            return std::count_if(workers.begin(), workers.end(), [](const auto& w) { return w.tasks_served > 0; }) >= 2;
+        };
+        coproc::MapOptions one_by_one;
+        one_by_one.chunksize = 1;
+        while (!both_served() && Clock::now() < until) (void)pool.map(range(64), one_by_one);
         (void)!::write(ready[1], "joined\n", 7);
         for (;;) (void)pool.submit(1).get(60s);
     }
