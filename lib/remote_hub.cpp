@@ -94,10 +94,14 @@ public:
         want_.task_type = task_type;
         want_.result_type = result_type;
         want_.fingerprint = fingerprint;
-        events_fd_ = detail::UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-        stop_fd_ = detail::UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-        epoll_fd_ = detail::UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
-        if (!events_fd_ || !stop_fd_ || !epoll_fd_) detail::throw_system_error(errno, "eventfd/epoll");
+        const auto new_eventfd = [] {
+            return detail::UniqueFd(
+                static_cast<int>(detail::check_unix(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), "eventfd")));
+        };
+        events_fd_ = new_eventfd();
+        stop_fd_ = new_eventfd();
+        epoll_fd_ =
+            detail::UniqueFd(static_cast<int>(detail::check_unix(::epoll_create1(EPOLL_CLOEXEC), "epoll_create1")));
         // Bound here, on the pool's thread, so a bad endpoint is the pool
         // constructor's exception. The ZAP socket then moves to the keeper
         // (ZeroMQ allows that with a full memory barrier: the thread start);
@@ -126,8 +130,7 @@ public:
                 epoll_event ev{};
                 ev.events = EPOLLIN;
                 ev.data.fd = f;
-                if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, f, &ev) != 0)
-                    detail::throw_system_error(errno, "epoll_ctl");
+                detail::check_unix(::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, f, &ev), "epoll_ctl");
             }
             const std::lock_guard lock(endpoint_mutex_);
             endpoint_ = router_.get(zmq::sockopt::last_endpoint);

@@ -34,11 +34,18 @@ struct Reader {
         in.remove_prefix(sizeof(U));
         return true;
     }
-    bool string(std::string& s) {
+    // A u32 length, then that many bytes (at most `max`).
+    bool view(std::string_view& s, std::size_t max) noexcept {
         std::uint32_t n = 0;
-        if (!get(n) || n > max_hello_string || n > in.size()) return false;
-        s.assign(in.substr(0, n));
+        if (!get(n) || n > max || n > in.size()) return false;
+        s = in.substr(0, n);
         in.remove_prefix(n);
+        return true;
+    }
+    bool string(std::string& s) {
+        std::string_view v;
+        if (!view(v, max_hello_string)) return false;
+        s.assign(v);
         return true;
     }
 };
@@ -71,10 +78,7 @@ std::vector<std::string> pool_frames(const std::vector<std::string>& payloads, s
             std::string f;
             f.reserve(bytes);
             f.push_back(static_cast<char>(Kind::batch));
-            for (std::size_t k = first; k < end; ++k) {
-                put(f, static_cast<std::uint32_t>(payloads[k].size()));
-                f.append(payloads[k]);
-            }
+            for (std::size_t k = first; k < end; ++k) put_string(f, payloads[k]);
             frames.push_back(std::move(f));
         }
         first = end;
@@ -93,13 +97,12 @@ bool split_batch(std::string_view body, std::vector<std::string_view>& out) {
     const std::size_t before = out.size();
     Reader r{body};
     while (!r.in.empty()) {
-        std::uint32_t n = 0;
-        if (!r.get(n) || n > r.in.size()) {
+        std::string_view part;
+        if (!r.view(part, r.in.size())) {
             out.resize(before);
             return false;
         }
-        out.push_back(r.in.substr(0, n));
-        r.in.remove_prefix(n);
+        out.push_back(part);
     }
     return true;
 }

@@ -118,6 +118,9 @@ struct RemoteWorkerLink::State {
         return true;
     }
 
+    // The "ready" message, first after every (re)join. Call with mutex held.
+    void send_ready() { socket.send(zmq::buffer(make_frame(Kind::pool, ready)), zmq::send_flags::dontwait); }
+
     // A new connection (so a new identity at the host) and a new hello; the
     // tasks of the old session are dropped. Call with mutex held.
     void rejoin() {
@@ -195,8 +198,7 @@ struct RemoteWorkerLink::State {
                     joined = true;
                     ++session;
                     phase = Phase::joined;
-                    if (!ready.empty())  // empty at the first join: set_ready comes after
-                        socket.send(zmq::buffer(make_frame(Kind::pool, ready)), zmq::send_flags::dontwait);
+                    if (!ready.empty()) send_ready();  // empty at the first join: set_ready comes after
                     sent = Clock::now();
                     break;
                 }
@@ -290,8 +292,7 @@ void RemoteWorkerLink::await_joined() {
 void RemoteWorkerLink::set_ready(std::string payload) {
     const std::lock_guard lock(state_->mutex);
     state_->ready = std::move(payload);
-    if (state_->joined)  // else the coming welcome sends it
-        state_->socket.send(zmq::buffer(make_frame(Kind::pool, state_->ready)), zmq::send_flags::dontwait);
+    if (state_->joined) state_->send_ready();  // else the coming welcome sends it
 }
 
 std::optional<RemoteWorkerLink::Tasks> RemoteWorkerLink::next() {

@@ -335,7 +335,7 @@ public:
     [[nodiscard]] PoolStats stats() const {
         PoolStats s = stats_;
         for (const auto& w : workers_)
-            if (w.messenger || (w.remote != 0 && !w.remote_gone)) s.workers.push_back({w.pid, w.served, w.label});
+            if (alive(w)) s.workers.push_back({w.pid, w.served, w.label});
         return s;
     }
 
