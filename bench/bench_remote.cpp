@@ -63,61 +63,67 @@ int raw_worker(const char* endpoint) {
     }
 }
 
-// Round trips per second through one raw DEALER, `in_flight` at a time.
-std::vector<double> raw_rates(const char* self, int rounds) {
-    zmq::context_t ctx;
-    zmq::socket_t router(ctx, zmq::socket_type::router);
-    router.bind("tcp://127.0.0.1:*");
-    const pid_t pid = start(self, "raw-worker", router.get(zmq::sockopt::last_endpoint));
-    zmq::message_t id, body;
-    (void)router.recv(id);
-    (void)router.recv(body);  // "hi"
-    const std::string peer = id.to_string();
-    std::vector<double> rates;
-    for (int r = 0; r <= rounds; ++r) {  // round 0 warms up
+// A raw ROUTER and its DEALER echo process: round() times one round of
+// tasks_per_round round trips, `in_flight` at a time.
+class RawPeer {
+public:
+    explicit RawPeer(const char* self) : router_(ctx_, zmq::socket_type::router) {
+        router_.bind("tcp://127.0.0.1:*");
+        pid_ = start(self, "raw-worker", router_.get(zmq::sockopt::last_endpoint));
+        zmq::message_t id, body;
+        (void)router_.recv(id);
+        (void)router_.recv(body);  // "hi"
+        peer_ = id.to_string();
+    }
+    RawPeer(const RawPeer&) = delete;
+    RawPeer& operator=(const RawPeer&) = delete;
+    ~RawPeer() {
+        router_.send(zmq::buffer(peer_), zmq::send_flags::sndmore);
+        router_.send(zmq::str_buffer("q"), zmq::send_flags::none);
+        ::waitpid(pid_, nullptr, 0);
+    }
+    double round() {
+        zmq::message_t id, body;
         const auto t0 = Clock::now();
         int sent = 0, got = 0;
         long sum = 0;
         while (got < tasks_per_round) {
             while (sent < tasks_per_round && static_cast<std::size_t>(sent - got) < in_flight) {
-                router.send(zmq::buffer(peer), zmq::send_flags::sndmore);
-                router.send(zmq::buffer(&sent, sizeof sent), zmq::send_flags::none);
+                router_.send(zmq::buffer(peer_), zmq::send_flags::sndmore);
+                router_.send(zmq::buffer(&sent, sizeof sent), zmq::send_flags::none);
                 ++sent;
             }
-            (void)router.recv(id);
-            (void)router.recv(body);
+            (void)router_.recv(id);
+            (void)router_.recv(body);
             long v = 0;
             std::memcpy(&v, body.data(), sizeof v);
             sum += v;
             ++got;
         }
         if (sum < 0) std::abort();
-        if (r > 0) rates.push_back(tasks_per_round / seconds_since(t0));
+        return tasks_per_round / seconds_since(t0);
     }
-    router.send(zmq::buffer(peer), zmq::send_flags::sndmore);
-    router.send(zmq::str_buffer("q"), zmq::send_flags::none);
-    ::waitpid(pid, nullptr, 0);
-    return rates;
-}
 
-// Tasks per second of `reps` maps of n tasks in a row, for each of `rounds`
-// rounds (after one warm-up round). Several maps per round when one map is
-// too short to time well on a shared machine.
-std::vector<double> map_rates(coproc::Pool<int, long>& pool, int n, std::size_t chunksize, int rounds, int reps = 1) {
+private:
+    zmq::context_t ctx_;
+    zmq::socket_t router_;
+    pid_t pid_ = 0;
+    std::string peer_;
+};
+
+// Tasks per second of `reps` maps of n tasks in a row. Several maps per
+// round when one map is too short to time well on a shared machine.
+double map_rate(coproc::Pool<int, long>& pool, int n, std::size_t chunksize, int reps = 1) {
     std::vector<int> tasks(static_cast<std::size_t>(n));
     for (int i = 0; i < n; ++i) tasks[static_cast<std::size_t>(i)] = i;
     coproc::MapOptions m;
     m.chunksize = chunksize;
-    std::vector<double> rates;
-    for (int r = 0; r <= rounds; ++r) {
-        const auto t0 = Clock::now();
-        for (int k = 0; k < reps; ++k) {
-            const auto out = pool.map(tasks, m);
-            if (out.size() != tasks.size()) std::abort();
-        }
-        if (r > 0) rates.push_back(n * reps / seconds_since(t0));
+    const auto t0 = Clock::now();
+    for (int k = 0; k < reps; ++k) {
+        const auto out = pool.map(tasks, m);
+        if (out.size() != tasks.size()) std::abort();
     }
-    return rates;
+    return n * reps / seconds_since(t0);
 }
 
 // A pool of `remotes` remote workers (this program), all joined.
@@ -154,23 +160,34 @@ int main(int argc, char** argv) {
     if (argc > 2 && std::strcmp(argv[1], "raw-worker") == 0) return raw_worker(argv[2]);
     const int rounds = argc > 1 ? std::atoi(argv[1]) : 5;
 
-    std::vector<double> local;
+    // The one-task-per-message figures: a round of each in turn, so a
+    // slow spell of the shared machine weighs on all three alike (round 0
+    // warms up).
+    std::vector<double> local, remote, raw;
     {
         coproc::PoolOptions one;
         one.workers = 1;
-        coproc::Pool<int, long> pool(square, one);
-        local = map_rates(pool, tasks_per_round, 1, rounds);
+        coproc::Pool<int, long> local_pool(square, one);
+        RemotePool remote_pool(argv[0], 1);
+        RawPeer raw_peer(argv[0]);
+        for (int r = 0; r <= rounds; ++r) {
+            const double l = map_rate(local_pool, tasks_per_round, 1);
+            const double p = map_rate(*remote_pool.pool, tasks_per_round, 1);
+            const double z = raw_peer.round();
+            if (r == 0) continue;
+            local.push_back(l);
+            remote.push_back(p);
+            raw.push_back(z);
+        }
     }
-    std::vector<double> remote, remote_chunked;
-    {
-        RemotePool one(argv[0], 1);
-        remote = map_rates(*one.pool, tasks_per_round, 1, rounds);
-    }
+    std::vector<double> remote_chunked;
     {
         RemotePool two(argv[0], 2);
-        remote_chunked = map_rates(*two.pool, 100'000, 0, rounds, 20);  // one map takes about a millisecond
+        for (int r = 0; r <= rounds; ++r) {
+            const double rate = map_rate(*two.pool, 100'000, 0, 20);  // one map takes about a millisecond
+            if (r > 0) remote_chunked.push_back(rate);
+        }
     }
-    const std::vector<double> raw = raw_rates(argv[0], rounds);
     fmt::print(
         "{{\"remote_pool_tasks_per_s\": {:.0f}, \"raw_zmq_roundtrips_per_s\": {:.0f}, \"remote_pool_vs_raw_zmq\": "
         "{:.3f}, \"remote_pool_vs_local_pool\": {:.3f}, \"remote_map_tasks_per_s\": {:.0f}}}\n",
