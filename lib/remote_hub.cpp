@@ -154,18 +154,23 @@ public:
         } catch (const zmq::error_t& e) {
             fail(e);
         }
-        for (auto& e : events_) out.push_back(std::move(e));
+        // The payloads were appended to arena_; it becomes the caller's
+        // (valid until the next call), and the last one's buffer is reused.
+        std::swap(arena_, taken_arena_);
+        arena_.clear();
+        for (const auto& e : events_)
+            out.push_back({e.kind, e.worker, std::string_view(taken_arena_).substr(e.offset, e.size)});
         events_.clear();
         settle();  // after taking them: what is taken needs no wake-up
     }
 
-    void send(std::uint64_t worker, std::vector<std::string> payloads) override {
+    void send(std::uint64_t worker, const detail::PackedMessages& messages) override {
         const std::lock_guard lock(router_mutex_);
         auto id = by_id_.find(worker);
         if (id == by_id_.end()) return;  // gone: its loss was (or will be) an event
         const std::string routing = id->second;
         bool ok = true;
-        for (auto& frame : pool_frames(payloads, batch_bytes))
+        for (auto& frame : pool_frames(messages.bytes(), batch_bytes))
             if (ok) ok = send_raw(routing, std::move(frame));
         if (!ok)
             forget(routing, true);
@@ -205,9 +210,19 @@ private:
         Clock::time_point sent{};
     };
 
+    // An event waiting for the pool's thread, its payload in arena_.
+    struct Pending {
+        Event::Kind kind;
+        std::uint64_t worker;
+        std::size_t offset;
+        std::size_t size;
+    };
     // Events wait in events_ until the pool's thread takes them.
     // Call with router_mutex_ held.
-    void push_event(Event e) { events_.push_back(std::move(e)); }
+    void push_event(Event::Kind kind, std::uint64_t worker, std::string_view payload = {}) {
+        events_.push_back({kind, worker, arena_.size(), payload.size()});
+        arena_.append(payload);
+    }
 
     // After any use of the router: ZeroMQ's fd is edge-like (a send or a
     // read may consume its signal while messages wait), so messages
@@ -332,14 +347,14 @@ private:
         }
         it->second.heard = Clock::now();
         switch (frame->kind) {
-            case Kind::pool: push_event({Event::Kind::message, it->second.id, std::string(frame->body)}); break;
+            case Kind::pool: push_event(Event::Kind::message, it->second.id, frame->body); break;
             case Kind::batch: {
-                std::vector<std::string_view> parts;
-                if (!split_batch(frame->body, parts)) {
+                parts_.clear();
+                if (!split_batch(frame->body, parts_)) {
                     ++malformed_;
                     break;
                 }
-                for (const auto part : parts) push_event({Event::Kind::message, it->second.id, std::string(part)});
+                for (const auto part : parts_) push_event(Event::Kind::message, it->second.id, part);
                 break;
             }
             case Kind::heartbeat: break;
@@ -372,7 +387,7 @@ private:
                  make_frame(Kind::welcome, encode_welcome({options_.heartbeat_interval, options_.heartbeat_timeout,
                                                            static_cast<std::uint64_t>(std::max<std::int64_t>(
                                                                0, options_.max_message_size))})));
-        push_event({Event::Kind::joined, peer.id, peer.label});
+        push_event(Event::Kind::joined, peer.id, peer.label);
     }
 
     // Heartbeats out; workers silent past the timeout are lost. Call with
@@ -412,7 +427,7 @@ private:
         remember_lost(routing);
         --connected_;
         ++lost_;
-        if (event) push_event({Event::Kind::lost, id, {}});
+        if (event) push_event(Event::Kind::lost, id);
     }
 
     void remember_lost(const std::string& routing) {
@@ -452,7 +467,10 @@ private:
 
     std::mutex router_mutex_;  // guards the router and everything below
     zmq::socket_t router_;
-    std::vector<Event> events_;                    // for the pool's thread to take
+    std::vector<Pending> events_;                  // for the pool's thread to take
+    std::string arena_;                            // their payloads
+    std::string taken_arena_;                      // the payloads of the events last taken
+    std::vector<std::string_view> parts_;          // a batch frame's messages, split
     bool events_signaled_ = false;                 // events_fd_ is set
     std::unordered_map<std::string, Peer> peers_;  // by routing id
     std::unordered_map<std::uint64_t, std::string> by_id_;

@@ -3,6 +3,7 @@
 
 #include <bit>
 #include <cstring>
+#include <stdexcept>
 
 #include <fmt/format.h>
 
@@ -67,29 +68,30 @@ std::string make_frame(Kind kind, std::string_view body) {
     return out;
 }
 
-std::vector<std::string> pool_frames(const std::vector<std::string>& payloads, std::size_t limit) {
+std::vector<std::string> pool_frames(std::string_view packed, std::size_t limit) {
     std::vector<std::string> frames;
-    std::size_t first = 0;  // the run [first, i) waits to be packed
-    std::size_t bytes = 1;  // its batch frame's size
-    const auto flush = [&](std::size_t end) {
-        if (end - first == 1) {
-            frames.push_back(make_frame(Kind::pool, payloads[first]));
-        } else if (end > first) {
-            std::string f;
-            f.reserve(bytes);
-            f.push_back(static_cast<char>(Kind::batch));
-            for (std::size_t k = first; k < end; ++k) put_string(f, payloads[k]);
-            frames.push_back(std::move(f));
+    std::string_view run;  // the messages waiting to go, as packed
+    std::size_t in_run = 0;
+    const auto flush = [&] {
+        if (in_run == 1) {
+            frames.push_back(make_frame(Kind::pool, run.substr(4)));
+        } else if (in_run > 1) {
+            frames.push_back(make_frame(Kind::batch, run));
         }
-        first = end;
-        bytes = 1;
+        run = {};
+        in_run = 0;
     };
-    for (std::size_t i = 0; i < payloads.size(); ++i) {
-        const std::size_t more = 4 + payloads[i].size();
-        if (bytes + more > limit) flush(i);
-        bytes += more;
+    Reader r{packed};
+    while (!r.in.empty()) {
+        const char* at = r.in.data();
+        std::string_view message;
+        if (!r.view(message, r.in.size())) throw std::invalid_argument("coproc: pool_frames: malformed pack");
+        const std::size_t more = 4 + message.size();
+        if (1 + run.size() + more > limit) flush();
+        run = std::string_view(run.empty() ? at : run.data(), run.size() + more);
+        ++in_run;
     }
-    flush(payloads.size());
+    flush();
     return frames;
 }
 

@@ -49,10 +49,11 @@ struct Frame {
 [[nodiscard]] std::optional<Frame> parse_frame(std::string_view bytes) noexcept;
 [[nodiscard]] std::string make_frame(Kind kind, std::string_view body = {});
 
-/// The frames that carry `payloads` (encoded pool messages) in order: runs
-/// of them packed into batch frames of at most `limit` bytes, a message
-/// alone in a pool frame.
-[[nodiscard]] std::vector<std::string> pool_frames(const std::vector<std::string>& payloads, std::size_t limit);
+/// The frames that carry `packed` (encoded pool messages, each a u32
+/// length then its bytes: PackedMessages::bytes()) in order: runs of them
+/// in batch frames of at most `limit` bytes, a message alone in a pool
+/// frame. Throws std::invalid_argument if `packed` is not so made.
+[[nodiscard]] std::vector<std::string> pool_frames(std::string_view packed, std::size_t limit);
 /// Appends the messages of a batch frame's body to `out`, in order; false
 /// (and `out` as it was) if the body is malformed.
 [[nodiscard]] bool split_batch(std::string_view body, std::vector<std::string_view>& out);

@@ -11,10 +11,11 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
-#include <deque>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 #include <zmq.hpp>
@@ -63,10 +64,14 @@ struct RemoteWorkerLink::State {
     enum class Phase { joining, joined, refused, ended } phase = Phase::joining;
     std::string refusal;
     int exit_code = 0;
-    std::uint64_t session = 0;      // bumped at every (re)join
-    std::string ready;              // sent first after every (re)join
-    std::deque<std::string> inbox;  // chunks of the current session
-    Welcome beat{};                 // until welcomed: join_timeout governs
+    std::uint64_t session = 0;  // bumped at every (re)join
+    std::string ready;          // sent first after every (re)join
+    Welcome beat{};             // until welcomed: join_timeout governs
+    // Chunks of the current session, back to back in inbox_bytes (no
+    // buffer per chunk; next() hands the bytes over and takes a used buffer back).
+    std::string inbox_bytes;
+    std::vector<std::pair<std::size_t, std::size_t>> inbox;  // (offset, size)
+    std::vector<std::string_view> parts;                     // a batch frame's, split
     bool joined = false;
     Clock::time_point heard = Clock::now();
     Clock::time_point sent = Clock::now();
@@ -126,6 +131,7 @@ struct RemoteWorkerLink::State {
     void rejoin() {
         joined = false;
         inbox.clear();
+        inbox_bytes.clear();
         phase = Phase::joining;
         socket = connect();
         heard = sent = Clock::now();
@@ -206,13 +212,12 @@ struct RemoteWorkerLink::State {
                     refusal = std::string(frame->body);
                     phase = Phase::refused;
                     return false;
-                case Kind::pool: inbox.emplace_back(frame->body); break;
-                case Kind::batch: {
-                    std::vector<std::string_view> parts;
+                case Kind::pool: to_inbox(frame->body); break;
+                case Kind::batch:
+                    parts.clear();
                     if (split_batch(frame->body, parts))
-                        for (const auto part : parts) inbox.emplace_back(part);
+                        for (const auto part : parts) to_inbox(part);
                     break;
-                }
                 case Kind::close: end_locked(0); return false;
                 case Kind::lost:
                     // Given up by the host (we were silent, or slow): what we
@@ -225,6 +230,11 @@ struct RemoteWorkerLink::State {
                 default: break;  // heartbeat: heard is updated
             }
         }
+    }
+
+    void to_inbox(std::string_view chunk) {
+        inbox.emplace_back(inbox_bytes.size(), chunk.size());
+        inbox_bytes.append(chunk);
     }
 
     // Batches fit the host's limit on a frame.
@@ -295,23 +305,27 @@ void RemoteWorkerLink::set_ready(std::string payload) {
     if (state_->joined) state_->send_ready();  // else the coming welcome sends it
 }
 
-std::optional<RemoteWorkerLink::Tasks> RemoteWorkerLink::next() {
+bool RemoteWorkerLink::next(Tasks& out) {
     const std::lock_guard lock(state_->mutex);
     // What already waits is taken without a poll first.
     if (state_->inbox.empty() && !state_->over() && state_->joined) (void)state_->read_frames();
     while (state_->inbox.empty() && !state_->over()) state_->turn(state_->main_wait(), true);
-    if (state_->inbox.empty()) return std::nullopt;
-    Tasks t;
-    t.session = state_->session;
-    t.payloads.assign(std::make_move_iterator(state_->inbox.begin()), std::make_move_iterator(state_->inbox.end()));
+    out.payloads.clear();
+    if (state_->inbox.empty()) return false;
+    out.session = state_->session;
+    // The inbox's bytes become out's; out's last buffer is reused for the next.
+    std::swap(out.bytes, state_->inbox_bytes);
+    state_->inbox_bytes.clear();
+    for (const auto& [offset, size] : state_->inbox)
+        out.payloads.push_back(std::string_view(out.bytes).substr(offset, size));
     state_->inbox.clear();
-    return t;
+    return true;
 }
 
-void RemoteWorkerLink::send(std::uint64_t session, const std::vector<std::string>& payloads) {
+void RemoteWorkerLink::send(std::uint64_t session, const PackedMessages& messages) {
     const std::lock_guard lock(state_->mutex);
     if (session != state_->session || !state_->joined) return;  // given to someone else since
-    for (auto& frame : pool_frames(payloads, state_->batch_limit()))
+    for (auto& frame : pool_frames(messages.bytes(), state_->batch_limit()))
         state_->socket.send(frame_message(std::move(frame)), zmq::send_flags::dontwait);
     state_->sent = Clock::now();
 }

@@ -343,28 +343,38 @@ std::optional<coproc::detail::PoolMessage<int, long>> next_chunk(zmq::socket_t& 
     return std::nullopt;
 }
 
+// A peer speaking the wire by hand: it joins `listener` (hello, welcome)
+// and says it is ready, as remote_worker_main does; then it does only what
+// the test makes it do (no heartbeats).
+zmq::socket_t join_raw_peer(zmq::context_t& ctx, coproc::RemoteWorkers& listener) {
+    namespace wire = coproc::detail::remote;
+    using Message = coproc::detail::PoolMessage<int, long>;
+    zmq::socket_t peer(ctx, zmq::socket_type::dealer);
+    peer.set(zmq::sockopt::linger, 0);
+    peer.connect(listener.endpoint());
+    const auto connected = listener.stats().connected;
+    const std::string hello = coproc::detail::remote_hello("raw-peer", typeid(int).name(), typeid(long).name(),
+                                                           coproc::detail::type_fingerprint<Message>);
+    peer.send(zmq::buffer(wire::make_frame(wire::Kind::hello, hello)), zmq::send_flags::none);
+    REQUIRE(eventually([&] { return listener.stats().connected == connected + 1; }));
+    Message ready;
+    ready.kind = coproc::detail::PoolMessageKind::ready;
+    std::string ready_bytes;
+    coproc::encode_append(ready_bytes, ready);
+    peer.send(zmq::buffer(wire::make_frame(wire::Kind::pool, ready_bytes)), zmq::send_flags::none);
+    return peer;
+}
+
 TEST_CASE("an answer from a worker already given up is ignored and counted late; another answers the task once",
           "[remote]") {
     namespace wire = coproc::detail::remote;
-    using Message = coproc::detail::PoolMessage<int, long>;
     auto listener = coproc::listen_for_workers(loopback());
     IntPool pool(local_square, remote_only(listener));
     const std::string ep = listener->endpoint();
     // A peer that joins, takes a task, then falls silent (cut off): no
     // heartbeats, so the host gives it up after the timeout.
     zmq::context_t ctx;
-    zmq::socket_t peer(ctx, zmq::socket_type::dealer);
-    peer.set(zmq::sockopt::linger, 0);
-    peer.connect(ep);
-    const std::string hello = coproc::detail::remote_hello("raw-peer", typeid(int).name(), typeid(long).name(),
-                                                           coproc::detail::type_fingerprint<Message>);
-    peer.send(zmq::buffer(wire::make_frame(wire::Kind::hello, hello)), zmq::send_flags::none);
-    REQUIRE(eventually([&] { return listener->stats().connected == 1; }));
-    Message ready;  // as remote_worker_main says once joined
-    ready.kind = coproc::detail::PoolMessageKind::ready;
-    std::string ready_bytes;
-    coproc::encode_append(ready_bytes, ready);
-    peer.send(zmq::buffer(wire::make_frame(wire::Kind::pool, ready_bytes)), zmq::send_flags::none);
+    zmq::socket_t peer = join_raw_peer(ctx, *listener);
     auto f = pool.submit(7);
     const auto chunk = next_chunk(peer, 10s, [&] { (void)f.ready(); });
     REQUIRE(chunk);
@@ -380,6 +390,30 @@ TEST_CASE("an answer from a worker already given up is ignored and counted late;
     RemoteProc worker({ep, "square"});
     CHECK(f.get(20s) == 49);
     CHECK(listener->stats().joined == 2);
+}
+
+TEST_CASE("an answer that does not match its chunk gives its worker up; the task runs elsewhere, once", "[remote]") {
+    namespace wire = coproc::detail::remote;
+    auto listener = coproc::listen_for_workers(loopback());
+    IntPool pool(local_square, remote_only(listener));
+    zmq::context_t ctx;
+    zmq::socket_t peer = join_raw_peer(ctx, *listener);
+    auto f = pool.submit(7);
+    auto chunk = next_chunk(peer, 10s, [&] { (void)f.ready(); });
+    REQUIRE(chunk);
+    // Two results for its one task: well-formed bytes, a wrong answer.
+    chunk->tasks.push_back(8);
+    std::string answer;
+    coproc::encode_append(answer, coproc::detail::answer_chunk<int, long>(local_square, *chunk));
+    peer.send(zmq::buffer(wire::make_frame(wire::Kind::pool, answer)), zmq::send_flags::none);
+    REQUIRE(eventually([&] {
+        (void)f.ready();  // the pool reads answers inside its calls
+        return listener->stats().lost == 1;
+    }));
+    CHECK_FALSE(f.ready());
+    RemoteProc worker({listener->endpoint(), "square"});
+    CHECK(f.get(20s) == 49);
+    CHECK(pool.stats().retried == 1);
 }
 
 TEST_CASE("bad listen options are invalid_argument", "[remote]") {

@@ -116,10 +116,8 @@ public:
         return submit(std::move(task), p);
     }
     [[nodiscard]] Future submit(Task task, double priority) {
-        std::vector<Task> one;
-        one.push_back(std::move(task));
         auto job = std::make_shared<Job>(1);
-        job->chunk = engine_->enqueue(job, 0, std::move(one), priority);
+        job->chunk = engine_->enqueue(job, 0, std::move(task), priority);
         engine_->dispatch();  // results are taken in by the calls that wait
         return Future(std::move(job), engine_);
     }

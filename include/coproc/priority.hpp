@@ -51,6 +51,10 @@ template <class T>
 struct is_variant : std::false_type {};
 template <class... Ts>
 struct is_variant<std::variant<Ts...>> : std::true_type {};
+// Whether message_priority(T) can be anything but no_priority.
+template <class T>
+inline constexpr bool has_message_priority =
+    has_adl_priority<T> || has_priority_function<T> || has_priority_member<T> || is_variant<T>::value;
 
 }  // namespace detail
 

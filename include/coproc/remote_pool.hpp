@@ -125,8 +125,9 @@ namespace detail {
 class RemoteWorkerLink {
 public:
     struct Tasks {
-        std::uint64_t session = 0;          // which join they came through
-        std::vector<std::string> payloads;  // every chunk waiting, oldest first
+        std::uint64_t session = 0;               // which join they came through
+        std::string bytes;                       // the chunks' bytes, back to back
+        std::vector<std::string_view> payloads;  // every chunk waiting, oldest first (into bytes)
     };
     /// Connects, says hello, and starts the keeper thread.
     RemoteWorkerLink(RemoteWorkerOptions options, std::string hello_body);
@@ -138,13 +139,14 @@ public:
     void await_joined();
     /// Sent after every (re)join, first: the "ready" message.
     void set_ready(std::string payload);
-    /// Blocks for the next chunks of tasks (all that wait); nullopt when
-    /// the worker should end: exit_code() says with what (0: the host
-    /// closed it, 3: the host was lost).
-    [[nodiscard]] std::optional<Tasks> next();
+    /// Blocks for the next chunks of tasks (all that wait) and puts them in
+    /// `out` (its buffers are reused); false when the worker should end:
+    /// exit_code() says with what (0: the host closed it, 3: the host was
+    /// lost).
+    [[nodiscard]] bool next(Tasks& out);
     /// Sends results taken in through `session`, in order; dropped if the
     /// worker has rejoined since (the host gave those tasks to someone else).
-    void send(std::uint64_t session, const std::vector<std::string>& payloads);
+    void send(std::uint64_t session, const PackedMessages& messages);
     [[nodiscard]] int exit_code() const noexcept;
 
 private:
@@ -197,23 +199,25 @@ int remote_worker_main(const RemoteWorkerOptions& options, F&& fn, const std::fu
             encode_append(bytes, ready);
             link.set_ready(std::move(bytes));
         }
-        for (;;) {
-            auto in = link.next();
-            if (!in) return link.exit_code();
+        // Reused from one batch to the next: no buffer per chunk.
+        typename detail::RemoteWorkerLink::Tasks in;
+        detail::PackedMessages answers;
+        Message chunk, answer;
+        while (link.next(in)) {
             // Every chunk that waited, answered in order, sent together.
-            std::vector<std::string> answers;
-            answers.reserve(in->payloads.size());
-            for (const std::string& payload : in->payloads) {
-                Message chunk;
+            answers.clear();
+            for (const std::string_view payload : in.payloads) {
                 try {
-                    chunk = decode<Message>(payload);
+                    detail::decode_reusing(chunk, payload);
                 } catch (const ProtocolError&) {
                     continue;  // the host sent garbage: nothing to answer
                 }
-                encode_append(answers.emplace_back(), detail::answer_chunk<Task, Result>(fn, chunk));
+                detail::answer_chunk_into(answer, fn, chunk);
+                answers.add([&](std::string& bytes) { encode_append(bytes, answer); });
             }
-            link.send(in->session, answers);
+            link.send(in.session, answers);
         }
+        return link.exit_code();
     } catch (const std::exception& e) {
         std::fprintf(stderr, "coproc: remote worker: %s\n", e.what());
         return 1;

@@ -4,6 +4,7 @@
 // never a crash. What parses must survive a round trip.
 #include <coproc/codec.hpp>
 #include <coproc/detail/pool_worker.hpp>
+#include <coproc/detail/remote_hub.hpp>
 #include <coproc/error.hpp>
 
 #include <cstddef>
@@ -41,7 +42,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             if (split_batch(frame->body, parts)) {
                 std::vector<std::string> copies(parts.begin(), parts.end());
                 // Packed again whole, the same messages in the same order.
-                const auto again = pool_frames(copies, std::size_t{1} << 30);
+                coproc::detail::PackedMessages packed;
+                for (const auto& c : copies) packed.add([&c](std::string& bytes) { bytes.append(c); });
+                const auto again = pool_frames(packed.bytes(), std::size_t{1} << 30);
                 std::vector<std::string_view> back;
                 if (copies.size() > 1 &&
                     (again.size() != 1 || !split_batch(std::string_view(again[0]).substr(1), back) ||

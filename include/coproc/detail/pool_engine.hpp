@@ -182,25 +182,13 @@ public:
 
     [[nodiscard]] std::size_t size() const noexcept { return options_.workers; }
 
-    // Queues tasks [first, first + n) of `job` as one chunk; returns its id.
-    std::uint64_t enqueue(const std::shared_ptr<Job>& job, std::size_t first, std::vector<Task> tasks,
-                          double priority) {
-        const std::size_t n = tasks.size();
-        stats_.submitted += n;
+    // Queues `task` as a chunk of its own, task `first` of `job`; returns
+    // the chunk's id.
+    std::uint64_t enqueue(const std::shared_ptr<Job>& job, std::size_t first, Task task, double priority) {
         const std::uint64_t id = ++last_chunk_;
-        Chunk& c = chunks_[id];
-        c.request.chunk = id;
-        c.request.tasks = std::move(tasks);
-        c.priority = std::isnan(priority) ? no_priority : priority;
-        c.seq = id;
-        c.job = job;
-        c.first = first;
-        if (broken_ || closed_) {
-            fail_chunk(id,
-                       broken_ ? broken_ : std::make_exception_ptr(PoolError("coproc::Pool: the pool was shut down")));
-            return id;
-        }
-        pending_.emplace(c.priority, c.seq, id);
+        Chunk& c = new_chunk(id, job, first);
+        c.request.tasks.push_back(std::move(task));
+        queue_new(id, c, priority);
         return id;
     }
 
@@ -219,14 +207,22 @@ public:
         auto it = std::begin(tasks);
         for (std::size_t first = 0; first < n; first += chunk) {
             const std::size_t end = std::min(n, first + chunk);
-            std::vector<Task> part;
-            part.reserve(end - first);
+            const std::uint64_t id = ++last_chunk_;
+            Chunk& c = new_chunk(id, job, first);
+            auto& part = c.request.tasks;
             double priority = no_priority;
-            for (std::size_t i = first; i < end; ++i, ++it) {
-                part.push_back(static_cast<const Task&>(*it));
-                if (!options.priority) priority = std::min(priority, message_priority(part.back()));
+            try {
+                part.reserve(end - first);
+                for (std::size_t i = first; i < end; ++i, ++it) {
+                    part.push_back(static_cast<const Task&>(*it));
+                    if constexpr (has_message_priority<Task>)
+                        if (!options.priority) priority = std::min(priority, message_priority(part.back()));
+                }
+            } catch (...) {
+                chunks_.erase(id);  // a task's copy threw: not queued
+                throw;
             }
-            enqueue(job, first, std::move(part), options.priority.value_or(priority));
+            queue_new(id, c, options.priority.value_or(priority));
         }
         dispatch();
         return job;
@@ -254,7 +250,8 @@ public:
                 }
             }
             if (best == nullptr) break;  // strict priority order: nothing overtakes it
-            pending_.erase(pending_.begin());
+            auto done = pending_.extract(pending_.begin());
+            if (spare_pending_.size() < max_spares) spare_pending_.push_back(std::move(done));
             if (best->held.empty()) best->last_progress = Clock::now();
             best->held.push_back(id);
             best->held_tasks += c.request.tasks.size();
@@ -263,9 +260,9 @@ public:
         for (std::size_t i = 0; i < workers_.size(); ++i) {
             if (outbox_[i].empty()) continue;
             if (workers_[i].remote != 0) {
-                std::vector<std::string> payloads(outbox_[i].size());
-                for (std::size_t k = 0; k < payloads.size(); ++k) encode_append(payloads[k], outbox_[i][k].get());
-                hub_->send(workers_[i].remote, std::move(payloads));
+                packed_.clear();
+                for (const Message& m : outbox_[i]) packed_.add([&m](std::string& bytes) { encode_append(bytes, m); });
+                hub_->send(workers_[i].remote, packed_);
                 continue;
             }
             try {
@@ -430,15 +427,19 @@ private:
     void take_answer(Worker& w, Message& answer) {
         if (answer.kind != PoolMessageKind::results || w.held.empty() || w.held.front() != answer.chunk)
             throw ProtocolError("coproc::Pool: a worker answered out of order");
+        // Checked while the worker still holds the chunk: the caller then
+        // gives the worker up, and the chunk runs again elsewhere.
+        if (answer.results.size() != chunks_.at(answer.chunk).request.tasks.size() ||
+            answer.failed.size() != answer.errors.size())
+            throw ProtocolError("coproc::Pool: a worker's answer does not match its chunk");
         auto node = chunks_.extract(answer.chunk);
+        const Recycle recycle{*this, node};
         Chunk& c = node.mapped();
         w.held.pop_front();
         w.held_tasks -= c.request.tasks.size();
         w.last_progress = Clock::now();
         w.served += c.request.tasks.size();
         if (answer.last) w.retiring = true;
-        if (answer.results.size() != c.request.tasks.size() || answer.failed.size() != answer.errors.size())
-            throw ProtocolError("coproc::Pool: a worker's answer does not match its chunk");
         Job& job = *c.job;
         const std::size_t n = answer.results.size();
         if (answer.failed.empty() && !job.track_completion && !job.progress) {
@@ -469,6 +470,83 @@ private:
             }
         }
     }
+
+    // Chunks and queue entries are recycled (their nodes, and a chunk's
+    // task vector): a map of many small chunks then allocates little per
+    // chunk once the first ones are answered.
+    using ChunkNode = typename std::unordered_map<std::uint64_t, Chunk>::node_type;
+    static constexpr std::size_t max_spares = 1024;
+    static constexpr std::size_t max_spare_tasks = 64;
+
+    // A chunk for tasks of `job` from `first` on, with no tasks yet.
+    Chunk& new_chunk(std::uint64_t id, const std::shared_ptr<Job>& job, std::size_t first) {
+        Chunk* c = nullptr;
+        if (spare_chunks_.empty()) {
+            c = &chunks_[id];
+        } else {
+            ChunkNode node = std::move(spare_chunks_.back());
+            spare_chunks_.pop_back();
+            node.key() = id;
+            c = &chunks_.insert(std::move(node)).position->second;
+        }
+        c->request.chunk = id;
+        c->seq = id;
+        c->job = job;
+        c->first = first;
+        return *c;
+    }
+
+    // Puts a new chunk in the queue (or fails it if the pool is over).
+    void queue_new(std::uint64_t id, Chunk& c, double priority) {
+        stats_.submitted += c.request.tasks.size();
+        c.priority = std::isnan(priority) ? no_priority : priority;
+        if (broken_ || closed_) {
+            fail_chunk(id,
+                       broken_ ? broken_ : std::make_exception_ptr(PoolError("coproc::Pool: the pool was shut down")));
+            return;
+        }
+        queue(c.priority, c.seq, id);
+    }
+
+    void queue(double priority, std::uint64_t seq, std::uint64_t id) {
+        if (spare_pending_.empty()) {
+            pending_.emplace(priority, seq, id);
+            return;
+        }
+        auto node = std::move(spare_pending_.back());
+        spare_pending_.pop_back();
+        node.value() = std::make_tuple(priority, seq, id);
+        pending_.insert(std::move(node));
+    }
+
+    // Keeps an answered or failed chunk's node for new_chunk(), emptied.
+    void recycle(ChunkNode& node) noexcept {
+        if (node.empty()) return;
+        if (spare_chunks_.size() >= max_spares) {
+            node = ChunkNode();
+            return;
+        }
+        Chunk& c = node.mapped();
+        auto tasks = std::move(c.request.tasks);
+        tasks.clear();
+        if (tasks.capacity() > max_spare_tasks) tasks = std::vector<Task>();  // a big chunk's: not kept
+        c = Chunk{};
+        c.request.tasks = std::move(tasks);
+        try {
+            spare_chunks_.push_back(std::move(node));
+        } catch (...) {
+            node = ChunkNode();  // no room: just freed
+        }
+    }
+    // recycle() at scope exit.
+    struct Recycle {
+        PoolEngine& engine;
+        ChunkNode& node;
+        Recycle(PoolEngine& e, ChunkNode& n) noexcept : engine(e), node(n) {}
+        Recycle(const Recycle&) = delete;
+        Recycle& operator=(const Recycle&) = delete;
+        ~Recycle() { engine.recycle(node); }
+    };
 
     static std::exception_ptr error_of(const std::string& payload) {
         try {
@@ -566,22 +644,20 @@ private:
         }
         for (std::size_t i = 0; i < n; ++i) {
             const std::uint64_t nid = n == 1 ? id : ++last_chunk_;
-            Chunk& part = chunks_[nid];
-            part.request.chunk = nid;
+            Chunk& part = new_chunk(nid, c.job, c.first + i);
             part.request.tasks.push_back(std::move(c.request.tasks[i]));
             part.priority = c.priority;
             part.seq = c.seq;  // keeps its place among its peers
             part.retries = c.retries + 1;
             part.quarantined = true;
-            part.job = c.job;
-            part.first = c.first + i;
-            pending_.emplace(part.priority, part.seq, nid);
+            queue(part.priority, part.seq, nid);
         }
+        recycle(node);
     }
 
     void requeue(std::uint64_t id) {
         const Chunk& c = chunks_.at(id);
-        pending_.emplace(c.priority, c.seq, id);
+        queue(c.priority, c.seq, id);
     }
 
     // Records a restart; false (and the pool gives up) past the intensity.
@@ -634,6 +710,7 @@ private:
     void fail_chunk(std::uint64_t id, const std::exception_ptr& error) {
         auto node = chunks_.extract(id);
         if (node.empty()) return;
+        const Recycle recycle{*this, node};
         Chunk& c = node.mapped();
         Job& job = *c.job;
         for (std::size_t i = 0; i < c.request.tasks.size(); ++i) {
@@ -721,7 +798,7 @@ private:
             if (e.kind == RemoteHub::Event::Kind::joined) {
                 Worker& w = workers_.emplace_back();
                 w.remote = e.worker;
-                w.label = std::move(e.payload);
+                w.label = std::string(e.payload);
                 w.last_progress = Clock::now();
                 continue;
             }
@@ -732,7 +809,8 @@ private:
                 continue;
             }
             try {
-                Message m = decode<Message>(e.payload);
+                Message& m = answer_;
+                decode_reusing(m, e.payload);
                 if (m.kind == PoolMessageKind::ready) {
                     if (w->remote_ready) throw ProtocolError("coproc::Pool: a remote worker said ready twice");
                     w->remote_ready = true;
@@ -781,6 +859,8 @@ private:
     std::vector<Worker> workers_;
     std::unordered_map<std::uint64_t, Chunk> chunks_;                     // pending and held
     std::set<std::tuple<double, std::uint64_t, std::uint64_t>> pending_;  // (priority, seq, id)
+    std::vector<ChunkNode> spare_chunks_;
+    std::vector<typename decltype(pending_)::node_type> spare_pending_;
     std::uint64_t last_chunk_ = 0;
     std::deque<Clock::time_point> restarts_;
     std::deque<ExitStatus> last_statuses_;
@@ -792,6 +872,8 @@ private:
     std::vector<std::vector<std::reference_wrapper<const Message>>> outbox_;
     std::shared_ptr<RemoteHub> hub_;  // remote workers, if any
     std::vector<RemoteHub::Event> events_;
+    PackedMessages packed_;  // dispatch()'s, for a remote worker
+    Message answer_;         // take_hub_events()'s, decoded into
 };
 
 }  // namespace coproc::detail

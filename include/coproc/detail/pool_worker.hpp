@@ -17,6 +17,7 @@
 #include <exception>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <typeinfo>
 #include <vector>
 
@@ -44,13 +45,18 @@ struct PoolMessage {
     }
 };
 
-/// The answer to one chunk: fn(task) for each of its tasks, in order; a
-/// task that threw has a default result and its error payload listed.
+/// The answer to one chunk, into `out` (its buffers reused): fn(task) for
+/// each of its tasks, in order; a task that threw has a default result and
+/// its error payload listed.
 template <class Task, class Result, class F>
-PoolMessage<Task, Result> answer_chunk(F& fn, const PoolMessage<Task, Result>& in) {
-    PoolMessage<Task, Result> out;
+void answer_chunk_into(PoolMessage<Task, Result>& out, F& fn, const PoolMessage<Task, Result>& in) {
     out.chunk = in.chunk;
     out.kind = PoolMessageKind::results;
+    out.last = false;
+    out.tasks.clear();
+    out.failed.clear();
+    out.errors.clear();
+    out.results.clear();
     out.results.resize(in.tasks.size());
     for (std::size_t i = 0; i < in.tasks.size(); ++i) {
         try {
@@ -63,7 +69,23 @@ PoolMessage<Task, Result> answer_chunk(F& fn, const PoolMessage<Task, Result>& i
             out.errors.push_back(encode_error("unknown exception", "non-standard exception"));
         }
     }
+}
+template <class Task, class Result, class F>
+PoolMessage<Task, Result> answer_chunk(F& fn, const PoolMessage<Task, Result>& in) {
+    PoolMessage<Task, Result> out;
+    answer_chunk_into(out, fn, in);
     return out;
+}
+
+/// decode_into a message that may hold an earlier one: its vectors are
+/// emptied first (their capacity kept). Throws ProtocolError.
+template <class Task, class Result>
+void decode_reusing(PoolMessage<Task, Result>& m, std::string_view bytes) {
+    m.tasks.clear();
+    m.results.clear();
+    m.failed.clear();
+    m.errors.clear();
+    decode_into(m, bytes);
 }
 
 /// A pool worker's whole life on messenger `m`: init() (may be empty; an

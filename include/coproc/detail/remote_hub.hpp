@@ -10,9 +10,13 @@
 #include "coproc/detail/cxx20.hpp"
 
 #include <cstdint>
+#include <limits>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "coproc/detail/endian.hpp"
 
 namespace coproc {
 
@@ -46,6 +50,42 @@ protected:
 
 namespace detail {
 
+/// Pool messages packed back to back, each a u32 length (little-endian)
+/// then its bytes: the body of a remote batch frame. Whoever sends (the
+/// pool, a remote worker) encodes into one of these, reused, so no message
+/// needs a buffer of its own. Not thread-safe.
+class PackedMessages {
+public:
+    /// Appends one message: `encode(std::string&)` appends its bytes.
+    /// Throws what `encode` throws, or std::length_error past 4 GiB; the
+    /// pack is then as it was.
+    template <class Encode>
+    void add(Encode&& encode) {
+        const std::size_t at = bytes_.size();
+        bytes_.append(4, '\0');
+        try {
+            encode(bytes_);
+            if (bytes_.size() - at - 4 > std::numeric_limits<std::uint32_t>::max())
+                throw std::length_error("coproc: a remote pool message over 4 GiB");
+        } catch (...) {
+            bytes_.resize(at);
+            throw;
+        }
+        put_le(bytes_.data() + at, static_cast<std::uint32_t>(bytes_.size() - at - 4));
+        ++count_;
+    }
+    void clear() noexcept {
+        bytes_.clear();
+        count_ = 0;
+    }
+    [[nodiscard]] std::size_t size() const noexcept { return count_; }
+    [[nodiscard]] std::string_view bytes() const noexcept { return bytes_; }
+
+private:
+    std::string bytes_;
+    std::size_t count_ = 0;
+};
+
 /// The pool's side of a RemoteWorkers. Called by one thread (the pool's).
 class RemoteHub : public RemoteWorkers {
 public:
@@ -53,7 +93,9 @@ public:
         enum class Kind { joined, message, lost };
         Kind kind = Kind::message;
         std::uint64_t worker = 0;  // the hub's id of it; a rejoin gets a new one
-        std::string payload;       // message: an encoded pool message; joined: its label (host:pid)
+        // message: an encoded pool message; joined: its label (host:pid).
+        // Valid until the next take_events.
+        std::string_view payload;
     };
     /// Binds and starts serving: workers are checked against these type
     /// names and fingerprint. Throws Error (bad endpoint, address in use,
@@ -62,11 +104,12 @@ public:
     /// Readable while events may wait (level-triggered; take_events may
     /// then find none, and the hub does its reading there); -1 before start.
     [[nodiscard]] virtual int fd() const noexcept = 0;
-    /// Moves the waiting events to `out` (appended), oldest first. Never blocks.
+    /// Moves the waiting events to `out` (appended), oldest first; their
+    /// payloads stay valid until the next call. Never blocks.
     virtual void take_events(std::vector<Event>& out) = 0;
-    /// Queues `payloads` (encoded pool messages, in order) for `worker`.
+    /// Queues `messages` (encoded pool messages, in order) for `worker`.
     /// Never blocks; dropped if the worker is gone (its loss is an event).
-    virtual void send(std::uint64_t worker, std::vector<std::string> payloads) = 0;
+    virtual void send(std::uint64_t worker, const PackedMessages& messages) = 0;
     /// The pool gives `worker` up (a task timeout): it is told, its later
     /// frames are ignored, and it may rejoin. No lost event follows.
     virtual void drop(std::uint64_t worker) = 0;
