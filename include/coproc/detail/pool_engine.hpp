@@ -14,6 +14,7 @@
 #include <exception>
 #include <functional>
 #include <iterator>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <set>
@@ -204,6 +205,32 @@ public:
             const std::size_t serving = std::max<std::size_t>(1, workers_.size());
             chunk = std::max<std::size_t>(1, (n + 4 * serving - 1) / (4 * serving));
         }
+        if (options.priority || !has_message_priority<Task>) {
+            // One priority for all: the tasks wait in a feed, cut into
+            // chunks as workers have room.
+            stats_.submitted += n;
+            if (n == 0) return job;
+            if (broken_ || closed_) {
+                fail_tasks(*job, 0, n, stop_reason());
+                return job;
+            }
+            const std::uint64_t seq = ++last_chunk_;
+            Feed& feed = feeds_[seq];
+            try {
+                feed.tasks.reserve(n);
+                for (const auto& task : tasks) feed.tasks.push_back(static_cast<const Task&>(task));
+            } catch (...) {
+                feeds_.erase(seq);  // a task's copy threw: not queued
+                throw;
+            }
+            feed.job = job;
+            feed.chunk = chunk;
+            const double p = options.priority.value_or(no_priority);
+            feed.priority = std::isnan(p) ? no_priority : p;
+            queue(feed.priority, seq, feed_entry);
+            dispatch();
+            return job;
+        }
         auto it = std::begin(tasks);
         for (std::size_t first = 0; first < n; first += chunk) {
             const std::size_t end = std::min(n, first + chunk);
@@ -234,8 +261,8 @@ public:
         if (pending_.empty() || broken_ || closed_) return;
         outbox_.assign(workers_.size(), {});
         while (!pending_.empty()) {
-            const auto [priority, seq, id] = *pending_.begin();
-            Chunk& c = chunks_.at(id);
+            const auto [priority, seq, entry] = *pending_.begin();
+            const bool quarantined = entry != feed_entry && chunks_.at(entry).quarantined;
             // A quarantined chunk goes to an idle worker, alone: if that
             // worker dies, this chunk did it.
             Worker* best = nullptr;
@@ -243,15 +270,16 @@ public:
             for (std::size_t i = 0; i < workers_.size(); ++i) {
                 Worker& w = workers_[i];
                 if (!dispatchable(w) || w.retiring || isolating(w)) continue;
-                if (c.quarantined ? !w.held.empty() : (w.held.size() >= 2 && w.held_tasks >= options_.window)) continue;
+                if (quarantined ? !w.held.empty() : (w.held.size() >= 2 && w.held_tasks >= options_.window)) continue;
                 if (best == nullptr || w.held_tasks < best->held_tasks) {
                     best = &w;
                     best_index = i;
                 }
             }
             if (best == nullptr) break;  // strict priority order: nothing overtakes it
-            auto done = pending_.extract(pending_.begin());
-            if (spare_pending_.size() < max_spares) spare_pending_.push_back(std::move(done));
+            const std::uint64_t id = entry == feed_entry ? cut(seq) : entry;
+            if (entry != feed_entry) pop_pending();
+            Chunk& c = chunks_.at(id);
             if (best->held.empty()) best->last_progress = Clock::now();
             best->held.push_back(id);
             best->held_tasks += c.request.tasks.size();
@@ -496,13 +524,72 @@ private:
         return *c;
     }
 
+    // A map's tasks not yet in chunks: one entry in pending_ (priority, seq,
+    // feed_entry) stands for all of them, and dispatch() cuts a chunk off
+    // whenever a worker has room. A map of many small chunks then costs the
+    // queue one entry, and each chunk exists only while it is out.
+    struct Feed {
+        std::shared_ptr<Job> job;
+        std::vector<Task> tasks;
+        std::size_t next = 0;  // the first task not in a chunk yet
+        std::size_t chunk = 1;
+        double priority = no_priority;
+    };
+    static constexpr std::uint64_t feed_entry = std::numeric_limits<std::uint64_t>::max();
+
+    // The next chunk of feed `seq` (at the head of pending_); its entry goes
+    // once the last task is cut. The chunk keeps the feed's seq, so a retry
+    // of it goes before the rest of its map.
+    std::uint64_t cut(std::uint64_t seq) {
+        Feed& f = feeds_.at(seq);
+        const std::uint64_t id = ++last_chunk_;
+        const std::size_t end = std::min(f.tasks.size(), f.next + f.chunk);
+        Chunk& c = new_chunk(id, f.job, f.next);
+        try {
+            c.request.tasks.reserve(end - f.next);
+        } catch (...) {
+            chunks_.erase(id);
+            throw;
+        }
+        const auto from = f.tasks.begin() + static_cast<std::ptrdiff_t>(f.next);
+        c.request.tasks.insert(c.request.tasks.end(), std::make_move_iterator(from),
+                               std::make_move_iterator(f.tasks.begin() + static_cast<std::ptrdiff_t>(end)));
+        c.priority = f.priority;
+        c.seq = seq;
+        f.next = end;
+        if (f.next == f.tasks.size()) {
+            pop_pending();
+            feeds_.erase(seq);
+        }
+        return id;
+    }
+
+    void pop_pending() {
+        auto done = pending_.extract(pending_.begin());
+        if (spare_pending_.size() < max_spares) spare_pending_.push_back(std::move(done));
+    }
+
+    // Tasks [first, end) of `job` not settled yet fail with `error`.
+    void fail_tasks(Job& job, std::size_t first, std::size_t end, const std::exception_ptr& error) {
+        for (std::size_t at = first; at < end; ++at) {
+            if (job.state[at] != 0) continue;
+            job.state[at] = 2;
+            job.set_error(at, error);
+            ++stats_.failed;
+            job.finish(at, false);
+        }
+    }
+
+    [[nodiscard]] std::exception_ptr stop_reason() const {
+        return broken_ ? broken_ : std::make_exception_ptr(PoolError("coproc::Pool: the pool was shut down"));
+    }
+
     // Puts a new chunk in the queue (or fails it if the pool is over).
     void queue_new(std::uint64_t id, Chunk& c, double priority) {
         stats_.submitted += c.request.tasks.size();
         c.priority = std::isnan(priority) ? no_priority : priority;
         if (broken_ || closed_) {
-            fail_chunk(id,
-                       broken_ ? broken_ : std::make_exception_ptr(PoolError("coproc::Pool: the pool was shut down")));
+            fail_chunk(id, stop_reason());
             return;
         }
         queue(c.priority, c.seq, id);
@@ -705,6 +792,8 @@ private:
         for (const auto& [id, c] : chunks_) ids.push_back(id);
         std::sort(ids.begin(), ids.end());
         for (const auto id : ids) fail_chunk(id, error);
+        for (auto& [seq, f] : feeds_) fail_tasks(*f.job, f.next, f.tasks.size(), error);
+        feeds_.clear();
     }
 
     void fail_chunk(std::uint64_t id, const std::exception_ptr& error) {
@@ -712,15 +801,7 @@ private:
         if (node.empty()) return;
         const Recycle recycle{*this, node};
         Chunk& c = node.mapped();
-        Job& job = *c.job;
-        for (std::size_t i = 0; i < c.request.tasks.size(); ++i) {
-            const std::size_t at = c.first + i;
-            if (job.state[at] != 0) continue;
-            job.state[at] = 2;
-            job.set_error(at, error);
-            ++stats_.failed;
-            job.finish(at, false);
-        }
+        fail_tasks(*c.job, c.first, c.first + c.request.tasks.size(), error);
     }
 
     // The shutdown policy for every worker at once: close request,
@@ -861,6 +942,7 @@ private:
     std::set<std::tuple<double, std::uint64_t, std::uint64_t>> pending_;  // (priority, seq, id)
     std::vector<ChunkNode> spare_chunks_;
     std::vector<typename decltype(pending_)::node_type> spare_pending_;
+    std::unordered_map<std::uint64_t, Feed> feeds_;  // by seq
     std::uint64_t last_chunk_ = 0;
     std::deque<Clock::time_point> restarts_;
     std::deque<ExitStatus> last_statuses_;
