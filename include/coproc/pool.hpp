@@ -129,8 +129,9 @@ public:
     [[nodiscard]] std::vector<Result> map(const Range& tasks, MapOptions options = {}) {
         auto job = engine_->enqueue_map(tasks, options, false);
         while (!job->complete()) engine_->step(std::nullopt);
-        for (std::size_t i = 0; i < job->state.size(); ++i)
-            if (job->state[i] == 2) std::rethrow_exception(job->errors[i]);
+        if (job->failed != 0)
+            for (std::size_t i = 0; i < job->state.size(); ++i)
+                if (job->state[i] == 2) std::rethrow_exception(job->errors[i]);
         return std::move(job->results);
     }
 
