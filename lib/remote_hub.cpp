@@ -157,7 +157,7 @@ public:
         // The payloads were appended to arena_; it becomes the caller's
         // (valid until the next call), and the last one's buffer is reused.
         std::swap(arena_, taken_arena_);
-        arena_.clear();
+        detail::clear_for_reuse(arena_);
         for (const auto& e : events_)
             out.push_back({e.kind, e.worker, std::string_view(taken_arena_).substr(e.offset, e.size)});
         events_.clear();

@@ -315,7 +315,7 @@ bool RemoteWorkerLink::next(Tasks& out) {
     out.session = state_->session;
     // The inbox's bytes become out's; out's last buffer is reused for the next.
     std::swap(out.bytes, state_->inbox_bytes);
-    state_->inbox_bytes.clear();
+    clear_for_reuse(state_->inbox_bytes);
     for (const auto& [offset, size] : state_->inbox)
         out.payloads.push_back(std::string_view(out.bytes).substr(offset, size));
     state_->inbox.clear();

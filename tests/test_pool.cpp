@@ -69,7 +69,7 @@ struct Job {
 
 // Walks a map_unordered range to its end: ok(index, result) for each result,
 // failed(exception_ptr) for each task that failed (advancing onto one
-// throws; advancing again goes on).
+// throws; advancing again goes on: begin() again if begin() threw).
 template <class Range, class Ok, class Failed>
 void walk(Range& range, Ok&& ok, Failed&& failed) {
     bool first = true;
@@ -82,7 +82,6 @@ void walk(Range& range, Ok&& ok, Failed&& failed) {
                 ++it;
         } catch (...) {
             failed(std::current_exception());
-            first = false;
             continue;
         }
         first = false;
@@ -170,6 +169,48 @@ TEST_CASE("an urgent task submitted late overtakes the pending background tasks"
     CHECK(second.get(30s) == 22);
     CHECK(sooner.get(30s) == 23);
     CHECK(later.get(30s) == 24);
+}
+
+TEST_CASE("a map waits in the queue at its priority; what it has left fails when the pool shuts down", "[pool]") {
+    coproc::SharedValue<int> started(0);
+    coproc::SharedValue<int> gate(0);
+    auto opts = options(1);
+    opts.window = 1;  // the worker holds two chunks: the one it runs and one more
+    opts.worker.close_grace = 100ms;
+    IntPool pool(
+        [started, gate](const int&) {
+            while (gate.atomic_load() == 0) std::this_thread::yield();
+            return started.fetch_add(1);
+        },
+        opts);
+    coproc::MapOptions background;
+    background.chunksize = 1;
+    background.priority = 10.0;
+    auto range = pool.map_unordered(std::vector<int>(6, 0), background);
+    auto urgent = pool.submit(0, 0.0);
+    gate.atomic_store(1);
+    // Only the two chunks the worker held when it came run before it.
+    CHECK(urgent.get(30s) == 2);
+    std::vector<int> orders;
+    walk(
+        range, [&](std::size_t, int order) { orders.push_back(order); },
+        [](const std::exception_ptr&) { FAIL("a task of the map failed"); });
+    std::sort(orders.begin(), orders.end());
+    CHECK(orders == std::vector<int>{0, 1, 3, 4, 5, 6});
+    // A map of which the worker holds two tasks and the queue the rest: all
+    // fail at shutdown, each once.
+    gate.atomic_store(0);
+    auto left = pool.map_unordered(std::vector<int>(10, 0), {.chunksize = 1});
+    pool.shutdown(false);
+    std::size_t failed = 0;
+    walk(
+        left, [](std::size_t, int) { FAIL("a task ran after shutdown"); },
+        [&](const std::exception_ptr& e) {
+            CHECK_THROWS_WITH(std::rethrow_exception(e), Catch::Contains("shut down"));
+            ++failed;
+        });
+    CHECK(failed == 10);
+    CHECK(pool.stats().failed == 10);
 }
 
 TEST_CASE("workers that die mid-task (SIGKILL, SIGSEGV, abort, _exit) are replaced; the task is retried", "[pool]") {

@@ -1,8 +1,9 @@
 // coproc/detail/pool_engine.hpp — the host side of a Pool: the queue of
-// pending chunks (lowest priority first, FIFO among ties), the workers and
-// the chunks each holds, dispatch, results, supervision (reap, replace,
-// retry, restart intensity, task timeouts) and shutdown. Single-threaded: it
-// runs inside the pool's and its futures' calls. Internal.
+// pending chunks and maps' feeds (lowest priority first, FIFO among ties),
+// the workers and the chunks each holds, dispatch, results, supervision
+// (reap, replace, retry, restart intensity, task timeouts) and shutdown.
+// Single-threaded: it runs inside the pool's and its futures' calls.
+// Internal.
 #pragma once
 
 #include <algorithm>
@@ -938,8 +939,9 @@ private:
     std::unique_ptr<OutputCapture> output_;  // the workers' files: outlives server_
     std::unique_ptr<PoolLauncher> server_;   // the fork server, or the spawner
     std::vector<Worker> workers_;
-    std::unordered_map<std::uint64_t, Chunk> chunks_;                     // pending and held
-    std::set<std::tuple<double, std::uint64_t, std::uint64_t>> pending_;  // (priority, seq, id)
+    std::unordered_map<std::uint64_t, Chunk> chunks_;  // pending and held
+    // (priority, seq, chunk id or feed_entry): lowest first, then oldest.
+    std::set<std::tuple<double, std::uint64_t, std::uint64_t>> pending_;
     std::vector<ChunkNode> spare_chunks_;
     std::vector<typename decltype(pending_)::node_type> spare_pending_;
     std::unordered_map<std::uint64_t, Feed> feeds_;  // by seq

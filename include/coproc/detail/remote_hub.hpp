@@ -50,6 +50,18 @@ protected:
 
 namespace detail {
 
+/// A buffer reused from message to message keeps at most this much memory
+/// between uses (one large message does not pin its size for good).
+constexpr std::size_t kept_buffer_bytes = std::size_t{1} << 20;
+
+/// Empties `buffer` for reuse; frees it if it grew past kept_buffer_bytes.
+inline void clear_for_reuse(std::string& buffer) noexcept {
+    if (buffer.capacity() > kept_buffer_bytes)
+        std::string().swap(buffer);
+    else
+        buffer.clear();
+}
+
 /// Pool messages packed back to back, each a u32 length (little-endian)
 /// then its bytes: the body of a remote batch frame. Whoever sends (the
 /// pool, a remote worker) encodes into one of these, reused, so no message
@@ -75,7 +87,7 @@ public:
         ++count_;
     }
     void clear() noexcept {
-        bytes_.clear();
+        clear_for_reuse(bytes_);
         count_ = 0;
     }
     [[nodiscard]] std::size_t size() const noexcept { return count_; }
