@@ -25,7 +25,7 @@ struct RemoteStats {
     std::uint64_t joined = 0;     // workers admitted (a rejoin counts again)
     std::uint64_t lost = 0;       // workers declared lost (silent past the heartbeat timeout, or cut)
     std::uint64_t refused = 0;    // connections refused: a key not listed (ZAP), or a handshake that did not match
-    std::uint64_t malformed = 0;  // frames dropped: not our framing, unknown kind, undecodable, out of turn
+    std::uint64_t malformed = 0;  // frames dropped: not our framing, unknown kind, a bad hello or batch, out of turn
     std::uint64_t late = 0;       // frames from a worker already declared lost: ignored
     std::uint64_t connected = 0;  // workers joined now
 };
