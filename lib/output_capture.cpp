@@ -169,13 +169,15 @@ void redirect_output_or_exit(int out, int err, bool line_buffer_stdout) noexcept
         // The originals are the host's copies; this process keeps only 1 and 2.
         if (fds[i] > 2) ::close(fds[i]);
     }
-    if (line_buffer_stdout) {
-        // A buffer of our own: glibc sets a stream's pointers afresh only
-        // then (with a null buffer a stream the host had used stays fully
-        // buffered). Flushed before the fork, it holds nothing now.
-        static char line_buffer[BUFSIZ];
-        (void)std::setvbuf(stdout, line_buffer, _IOLBF, sizeof line_buffer);
-    }
+    if (line_buffer_stdout) detail::line_buffer_stdout();
+}
+
+void line_buffer_stdout() noexcept {
+    // A buffer of our own: glibc sets a stream's pointers afresh only then
+    // (with a null buffer a stream already used stays fully buffered).
+    static char buffer[BUFSIZ];
+    (void)std::fflush(stdout);
+    (void)std::setvbuf(stdout, buffer, _IOLBF, sizeof buffer);
 }
 
 }  // namespace coproc::detail

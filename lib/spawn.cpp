@@ -10,6 +10,8 @@
 // as an error number, closes fds with closefrom and resets signals itself.
 #include "coproc/detail/spawn.hpp"
 
+#include "coproc/detail/output_capture.hpp"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -207,14 +209,9 @@ SpawnedChannel spawned_channel() {
     if (::getppid() != host) throw ChannelClosed("coproc: the host exited before its spawned worker started");
     // The host's WorkerLimits, before the target runs (the host checked them).
     if (char why[256]; !apply_limits(settings.limits, why, sizeof why)) throw SpawnError(why);
-    if (settings.line_buffer_stdout) {
-        // The host reads our stdout line by line (a lines sink): a pipe
-        // would make it fully buffered. A buffer of our own, as a forked
-        // worker gets (glibc resets a stream's pointers only then).
-        static char line_buffer[BUFSIZ];
-        (void)std::fflush(stdout);
-        (void)std::setvbuf(stdout, line_buffer, _IOLBF, sizeof line_buffer);
-    }
+    // The host reads our stdout line by line (a lines sink): a pipe would
+    // make it fully buffered.
+    if (settings.line_buffer_stdout) line_buffer_stdout();
 
     SpawnedChannel channel;
     channel.settings = settings;

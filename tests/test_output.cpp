@@ -30,7 +30,6 @@ namespace {
 using M = coproc::PriorityMessenger<std::string>;
 using Worker = coproc::WorkerResource<M>;
 
-// The lines a sink delivered, in order.
 // A line the sanitizer runtime wrote on a worker's stderr ("==PID==..."; in
 // an ASan build only: LeakSanitizer may report, at a worker's exit, a thread
 // it could not stop). Not the worker's output: the checks skip it.
@@ -46,6 +45,7 @@ bool sanitizer_line(std::string_view line) {
 #endif
 }
 
+// The lines a sink delivered, in order.
 struct Lines {
     std::vector<std::string> got;
     coproc::OutputSink sink() {

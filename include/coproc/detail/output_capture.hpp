@@ -71,4 +71,8 @@ private:
 /// stderr and _exit(125). Never returns an error.
 void redirect_output_or_exit(int out, int err, bool line_buffer_stdout) noexcept;
 
+/// Makes C stdout line-buffered (flushing what it holds first): for a worker
+/// whose stdout a lines sink reads through a pipe. In the worker only.
+void line_buffer_stdout() noexcept;
+
 }  // namespace coproc::detail

@@ -226,8 +226,7 @@ public:
             }
             feed.job = job;
             feed.chunk = chunk;
-            const double p = options.priority.value_or(no_priority);
-            feed.priority = std::isnan(p) ? no_priority : p;
+            feed.priority = rank(options.priority.value_or(no_priority));
             queue(feed.priority, seq, feed_entry);
             dispatch();
             return job;
@@ -278,8 +277,11 @@ public:
                 }
             }
             if (best == nullptr) break;  // strict priority order: nothing overtakes it
-            const std::uint64_t id = entry == feed_entry ? cut(seq) : entry;
-            if (entry != feed_entry) pop_pending();
+            std::uint64_t id = entry;
+            if (entry == feed_entry)
+                id = cut(seq);
+            else
+                pop_pending();
             Chunk& c = chunks_.at(id);
             if (best->held.empty()) best->last_progress = Clock::now();
             best->held.push_back(id);
@@ -547,14 +549,13 @@ private:
         const std::size_t end = std::min(f.tasks.size(), f.next + f.chunk);
         Chunk& c = new_chunk(id, f.job, f.next);
         try {
-            c.request.tasks.reserve(end - f.next);
+            const auto from = f.tasks.begin() + static_cast<std::ptrdiff_t>(f.next);
+            c.request.tasks.insert(c.request.tasks.end(), std::make_move_iterator(from),
+                                   std::make_move_iterator(f.tasks.begin() + static_cast<std::ptrdiff_t>(end)));
         } catch (...) {
-            chunks_.erase(id);
+            chunks_.erase(id);  // not handed out
             throw;
         }
-        const auto from = f.tasks.begin() + static_cast<std::ptrdiff_t>(f.next);
-        c.request.tasks.insert(c.request.tasks.end(), std::make_move_iterator(from),
-                               std::make_move_iterator(f.tasks.begin() + static_cast<std::ptrdiff_t>(end)));
         c.priority = f.priority;
         c.seq = seq;
         f.next = end;
@@ -581,6 +582,9 @@ private:
         }
     }
 
+    // A priority as the queue orders it: NaN (no priority given) last.
+    [[nodiscard]] static double rank(double priority) noexcept { return std::isnan(priority) ? no_priority : priority; }
+
     [[nodiscard]] std::exception_ptr stop_reason() const {
         return broken_ ? broken_ : std::make_exception_ptr(PoolError("coproc::Pool: the pool was shut down"));
     }
@@ -588,7 +592,7 @@ private:
     // Puts a new chunk in the queue (or fails it if the pool is over).
     void queue_new(std::uint64_t id, Chunk& c, double priority) {
         stats_.submitted += c.request.tasks.size();
-        c.priority = std::isnan(priority) ? no_priority : priority;
+        c.priority = rank(priority);
         if (broken_ || closed_) {
             fail_chunk(id, stop_reason());
             return;

@@ -84,18 +84,12 @@ public:
             throw;
         }
         put_le(bytes_.data() + at, static_cast<std::uint32_t>(bytes_.size() - at - 4));
-        ++count_;
     }
-    void clear() noexcept {
-        clear_for_reuse(bytes_);
-        count_ = 0;
-    }
-    [[nodiscard]] std::size_t size() const noexcept { return count_; }
+    void clear() noexcept { clear_for_reuse(bytes_); }
     [[nodiscard]] std::string_view bytes() const noexcept { return bytes_; }
 
 private:
     std::string bytes_;
-    std::size_t count_ = 0;
 };
 
 /// The pool's side of a RemoteWorkers. Called by one thread (the pool's).
